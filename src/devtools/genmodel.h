@@ -9,7 +9,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "engine/model.h"
 
@@ -40,11 +42,49 @@ struct GenModelOptions {
   std::string chat_template;         // tokenizer.chat_template to write; empty: ChatML
 };
 
-// Writes the model to options.output_path (atomically: temp file, then rename).
-// Throws std::runtime_error with a message naming what failed.
-void GenerateModel(const GenModelOptions& options);
+struct GenModelResult {
+  std::string path;         // absolute path of the written file
+  uint64_t file_bytes = 0;  // size of the file
+  uint64_t n_params = 0;    // weights in the model (token_embd counted once: it is tied)
+  int32_t n_vocab = 0;      // tokens in the vocabulary
+};
+
+// Writes the model to options.output_path (atomically: temp file, then rename), creating
+// missing parent directories. Throws std::runtime_error with a message naming what failed.
+GenModelResult GenerateModel(const GenModelOptions& options);
 
 // Path of a vocab file bundled with llama.cpp ("starcoder" -> .../ggml-vocab-starcoder.gguf).
 std::string BundledVocabPath(const std::string& name);
+
+// A GGUF file's metadata and tensor table as read back by ggml's gguf API, for tests and
+// developer tools (code outside src/engine and src/devtools has no ggml headers).
+struct GgufValue {
+  std::string type;                   // gguf_type_name: "u8" ... "f64", "bool", "str", "arr"
+  std::string array_type;             // element type name for arrays, else ""
+  std::string text;                   // a scalar as text (strings verbatim; "" for arrays)
+  std::vector<std::string> elements;  // an array's elements as text (strings verbatim)
+  bool operator==(const GgufValue&) const = default;
+};
+
+struct GgufTensorDesc {
+  std::string name;
+  std::string type;            // ggml_type_name, e.g. "f32", "f16", "q8_0"
+  std::vector<int64_t> shape;  // ggml order (ne[0] first), trailing 1s dropped
+  uint64_t bytes = 0;
+};
+
+struct GgufContents {
+  uint32_t version = 0;
+  std::map<std::string, GgufValue> metadata;
+  std::vector<GgufTensorDesc> tensors;  // in file order
+  const GgufValue* Find(const std::string& key) const {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? nullptr : &it->second;
+  }
+};
+
+// Reads path with gguf_init_from_file (metadata only; meant for trusted files: use
+// engine::CheckGgufFile for untrusted ones). Throws std::runtime_error when it cannot.
+GgufContents ReadGguf(const std::string& path);
 
 }  // namespace hearth::devtools

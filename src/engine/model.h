@@ -47,6 +47,9 @@ struct ModelInfo {
   Token bos = kNoToken;
   Token eos = kNoToken;
   bool add_bos = false;      // the vocabulary wants BOS at the start of a prompt
+  // SentencePiece vocabularies prefix the first word with a space; text that starts a
+  // document drops it (as llama.cpp's detokenizer does).
+  bool strip_leading_space = false;
   FimTokens fim;
   bool has_encoder = false;
 };

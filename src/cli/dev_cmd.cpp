@@ -1,0 +1,96 @@
+#include "cli/dev_cmd.h"
+
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "devtools/genmodel.h"
+
+namespace hearth::cli {
+
+namespace {
+
+struct GenModelArgs {
+  std::string shape = "tiny";
+  std::string vocab = "starcoder";
+  engine::QuantType type = engine::QuantType::kF32;
+  uint64_t seed = 42;
+  std::string chat_template;
+  std::string out;
+};
+
+const char* TypeName(engine::QuantType type) {
+  switch (type) {
+    case engine::QuantType::kF32: return "f32";
+    case engine::QuantType::kF16: return "f16";
+    case engine::QuantType::kQ8_0: return "q8_0";
+    case engine::QuantType::kQ4_K_M: return "q4_k_m";
+  }
+  return "?";
+}
+
+void RunGenModel(const GenModelArgs& args) {
+  devtools::GenModelOptions options;
+  options.shape = devtools::ShapeByName(args.shape);
+  options.vocab = args.vocab;
+  options.type = args.type;
+  options.seed = args.seed;
+  options.chat_template = args.chat_template;
+  options.output_path = args.out;
+  const auto start = std::chrono::steady_clock::now();
+  const devtools::GenModelResult result = devtools::GenerateModel(options);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("wrote %s: %llu bytes, %llu params (qwen2 %s, vocab %s with %d tokens, %s, seed %llu) "
+              "in %.1f s\n",
+              result.path.c_str(), static_cast<unsigned long long>(result.file_bytes),
+              static_cast<unsigned long long>(result.n_params), args.shape.c_str(),
+              args.vocab.c_str(), result.n_vocab, TypeName(args.type),
+              static_cast<unsigned long long>(args.seed), seconds);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+void AddDevCommands(CLI::App& app) {
+  CLI::App* dev = app.add_subcommand("dev", "Developer tools");
+  dev->require_subcommand(1);
+
+  auto args = std::make_shared<GenModelArgs>();
+  CLI::App* gen = dev->add_subcommand(
+      "gen-model", "Write a qwen2 GGUF model with random weights and a real tokenizer");
+  gen->add_option("--shape", args->shape, "Model shape")
+      ->check(CLI::IsMember({"tiny", "qwen2.5-coder-0.5b"}))
+      ->capture_default_str();
+  gen->add_option("--vocab", args->vocab,
+                  "Bundled llama.cpp vocab name (starcoder, qwen2, ...) or a path to a GGUF "
+                  "file with a tokenizer")
+      ->capture_default_str();
+  const std::map<std::string, engine::QuantType> types = {
+      {"f32", engine::QuantType::kF32},
+      {"f16", engine::QuantType::kF16},
+      {"q8_0", engine::QuantType::kQ8_0},
+      {"q4_k_m", engine::QuantType::kQ4_K_M},
+  };
+  gen->add_option("--type", args->type, "Weight type: f32, f16, q8_0 or q4_k_m (default f32)")
+      ->transform(CLI::CheckedTransformer(types, CLI::ignore_case));
+  gen->add_option("--seed", args->seed, "Seed of the random weights")->capture_default_str();
+  gen->add_option("--chat-template", args->chat_template,
+                  "tokenizer.chat_template to write (default: ChatML)");
+  gen->add_option("--out", args->out, "Output GGUF file")->required();
+
+  gen->callback([args] {
+    try {
+      RunGenModel(*args);
+    } catch (const std::exception& e) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "hearth: %s\n", e.what());
+      throw CLI::RuntimeError(1);
+    }
+  });
+}
+
+}  // namespace hearth::cli

@@ -1,0 +1,622 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include "engine/text_stream.h"
+#include "llama.h"
+
+namespace hearth::engine {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double MsBetween(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+size_t CommonPrefix(const std::vector<Token>& a, const std::vector<Token>& b) {
+  size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+struct SamplerDeleter {
+  void operator()(llama_sampler* s) const {
+    if (s != nullptr) llama_sampler_free(s);
+  }
+};
+using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
+
+SamplerPtr MakeSampler(const Model& model, const SamplingParams& p) {
+  SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+  if (!p.grammar.empty()) {
+    llama_sampler* grammar = llama_sampler_init_grammar(model.vocab(), p.grammar.c_str(), "root");
+    if (grammar == nullptr) {
+      throw EngineError(ErrorKind::kInvalidRequest,
+                        "the grammar could not be parsed; check its GBNF syntax and that it defines 'root'");
+    }
+    llama_sampler_chain_add(chain.get(), grammar);
+  }
+  if (p.repeat_penalty != 1.0f && p.repeat_last_n != 0) {
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(model.info().n_vocab, p.repeat_last_n, p.repeat_penalty, 0.0f, 0.0f));
+  }
+  if (p.temperature <= 0.0f) {
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
+    return chain;
+  }
+  if (p.top_k > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(p.top_k));
+  if (p.top_p < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(p.top_p, 1));
+  if (p.min_p > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(p.min_p, 1));
+  llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temperature));
+  uint32_t seed = p.seed.has_value() ? *p.seed : std::random_device{}();
+  llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(seed));
+  return chain;
+}
+
+}  // namespace
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
+  }
+  return "error";
+}
+
+int32_t DefaultThreadCount() {
+  // Count distinct physical cores; SMT siblings slow llama.cpp's matmuls down.
+  std::set<std::string> cores;
+  for (unsigned cpu = 0; cpu < 4096; ++cpu) {
+    std::ifstream in("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list");
+    if (!in) break;
+    std::string siblings;
+    std::getline(in, siblings);
+    cores.insert(siblings);
+  }
+  if (!cores.empty()) return static_cast<int32_t>(cores.size());
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 4 : static_cast<int32_t>(n);
+}
+
+// ---------------------------------------------------------------------------------------
+// Job
+
+GenerationResult Job::Wait() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [&] { return done_; });
+  return result_;
+}
+
+bool Job::Done() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return done_;
+}
+
+void Job::Cancel() { cancel_->store(true); }
+
+// ---------------------------------------------------------------------------------------
+// Scheduler
+
+namespace {
+
+struct Slot {
+  llama_seq_id seq = 0;
+  std::vector<Token> cached;  // tokens whose KV is in the cache for this sequence
+  std::shared_ptr<Job> job;
+  SamplerPtr sampler;
+  std::unique_ptr<TextStream> stream;
+  size_t prompt_pos = 0;      // next prompt token to evaluate
+  bool has_next = false;      // a sampled token waits to be evaluated
+  Token next = kNoToken;
+  int32_t batch_index = -1;   // where this slot's logits are in the current batch
+  uint64_t last_decoded_step = 0;
+  uint64_t last_used = 0;
+  Clock::time_point admitted;
+  Clock::time_point first_token;
+  bool has_first_token = false;
+  bool at_document_start = false;  // the prompt renders as no text (e.g. BOS alone)
+};
+
+}  // namespace
+
+struct Scheduler::Impl {
+  std::shared_ptr<Model> model;
+  SchedulerOptions options;
+  llama_context* ctx = nullptr;
+  llama_memory_t memory = nullptr;
+  llama_batch batch{};
+  std::vector<Slot> slots;
+
+  mutable std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<std::shared_ptr<Job>> queue;
+  bool stopping = false;
+  std::thread worker;
+
+  // Statistics, guarded by mutex.
+  uint64_t jobs_finished = 0, prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0;
+  int32_t running = 0;
+  std::vector<double> step_ms;        // EWMA of pure-decode step time per width
+  std::vector<uint32_t> step_samples;
+  uint64_t step_no = 0;
+  uint64_t use_counter = 0;
+
+  ~Impl() {
+    if (batch.token != nullptr) llama_batch_free(batch);
+    if (ctx != nullptr) llama_free(ctx);
+  }
+
+  void Run();
+  void Admit(std::shared_ptr<Job> job);
+  void Finish(Slot& slot, FinishReason reason, const std::string& error = {});
+  void Emit(Slot& slot, Token token);
+  int32_t ChooseWidth(int32_t candidates);
+  bool Step();
+};
+
+Scheduler::Scheduler(std::shared_ptr<Model> model, const SchedulerOptions& options)
+    : model_(std::move(model)), options_(options), impl_(std::make_unique<Impl>()) {
+  if (options_.n_slots < 1 || options_.n_slots > 256) {
+    throw EngineError(ErrorKind::kInvalidRequest, "n_slots must be between 1 and 256");
+  }
+  if (options_.n_ctx < 16) throw EngineError(ErrorKind::kInvalidRequest, "n_ctx must be at least 16");
+  if (options_.n_batch < 1) throw EngineError(ErrorKind::kInvalidRequest, "n_batch must be at least 1");
+  if (options_.queue_capacity < 0) throw EngineError(ErrorKind::kInvalidRequest, "queue_capacity must be >= 0");
+  if (options_.n_threads <= 0) options_.n_threads = DefaultThreadCount();
+
+  Impl& s = *impl_;
+  s.model = model_;
+  s.options = options_;
+  llama_context_params params = llama_context_default_params();
+  params.n_ctx = static_cast<uint32_t>(options_.n_ctx) * static_cast<uint32_t>(options_.n_slots);
+  params.n_batch = static_cast<uint32_t>(std::max(options_.n_batch, options_.n_slots));
+  params.n_ubatch = params.n_batch;
+  params.n_seq_max = static_cast<uint32_t>(options_.n_slots);
+  params.n_threads = options_.n_threads;
+  params.n_threads_batch = options_.n_threads;
+  // One unified KV buffer lets sequences share cached prefixes (seq_cp is metadata only).
+  params.kv_unified = true;
+  params.no_perf = true;
+  s.ctx = llama_init_from_model(model_->raw(), params);
+  if (s.ctx == nullptr) {
+    throw EngineError(ErrorKind::kInternal, "llama.cpp could not create a context of " +
+                                                std::to_string(params.n_ctx) + " tokens for model '" +
+                                                model_->info().name + "' (out of memory?)");
+  }
+  s.memory = llama_get_memory(s.ctx);
+  s.batch = llama_batch_init(static_cast<int32_t>(params.n_batch), 0, 1);
+  s.slots.resize(static_cast<size_t>(options_.n_slots));
+  for (size_t i = 0; i < s.slots.size(); ++i) s.slots[i].seq = static_cast<llama_seq_id>(i);
+  s.step_ms.assign(s.slots.size(), 0.0);
+  s.step_samples.assign(s.slots.size(), 0);
+  s.worker = std::thread([this] { impl_->Run(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->worker.joinable()) impl_->worker.join();
+}
+
+std::shared_ptr<Job> Scheduler::Submit(GenerationRequest request) {
+  request.sampling.Validate();
+  if (request.prompt.empty()) {
+    throw EngineError(ErrorKind::kInvalidRequest, "the prompt is empty; send at least one token");
+  }
+  for (Token t : request.prompt) {
+    if (!model_->IsValidToken(t)) {
+      throw EngineError(ErrorKind::kInvalidRequest,
+                        "prompt token id " + std::to_string(t) + " is out of range [0, " +
+                            std::to_string(model_->info().n_vocab) + ")");
+    }
+  }
+  if (static_cast<int64_t>(request.prompt.size()) >= options_.n_ctx) {
+    throw EngineError(ErrorKind::kContextOverflow,
+                      "the prompt has " + std::to_string(request.prompt.size()) +
+                          " tokens but the context window is " + std::to_string(options_.n_ctx) +
+                          " tokens; shorten the prompt or raise the context size (num_ctx)");
+  }
+  auto job = std::make_shared<Job>();
+  job->cancel_ = request.cancel ? request.cancel : std::make_shared<std::atomic<bool>>(false);
+  job->request_ = std::move(request);
+  job->submitted_ = Clock::now();
+  // Build the sampler here so a bad grammar fails the caller, not the worker.
+  SamplerPtr probe = MakeSampler(*model_, job->request_.sampling);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (impl_->stopping) throw EngineError(ErrorKind::kOverloaded, "the model is being unloaded; retry");
+    int32_t idle = 0;
+    for (const Slot& slot : impl_->slots) idle += slot.job ? 0 : 1;
+    if (static_cast<int64_t>(impl_->queue.size()) >= options_.queue_capacity + idle) {
+      throw EngineError(ErrorKind::kOverloaded,
+                        "hearth is at capacity: " + std::to_string(impl_->queue.size()) +
+                            " requests are already waiting for model '" + model_->info().name +
+                            "'; retry later");
+    }
+    impl_->queue.push_back(job);
+  }
+  impl_->cv.notify_all();
+  return job;
+}
+
+SchedulerStats Scheduler::Stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  SchedulerStats st;
+  st.running = impl_->running;
+  st.queued = static_cast<int32_t>(impl_->queue.size());
+  st.jobs_finished = impl_->jobs_finished;
+  st.prompt_tokens = impl_->prompt_tokens;
+  st.cached_tokens = impl_->cached_tokens;
+  st.generated_tokens = impl_->generated_tokens;
+  st.step_ms_by_width = impl_->step_ms;
+  return st;
+}
+
+void Scheduler::Impl::Run() {
+  for (;;) {
+    std::vector<std::shared_ptr<Job>> admitted;
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      cv.wait(lock, [&] {
+        bool idle_slot = std::any_of(slots.begin(), slots.end(), [](const Slot& s) { return !s.job; });
+        return stopping || running > 0 || (!queue.empty() && idle_slot);
+      });
+      if (stopping) {
+        for (auto& job : queue) {
+          std::lock_guard<std::mutex> jl(job->mutex_);
+          job->result_.finish = FinishReason::kCancelled;
+          job->done_ = true;
+          job->cv_.notify_all();
+        }
+        queue.clear();
+        break;
+      }
+      int32_t idle = 0;
+      for (const Slot& s : slots) idle += s.job ? 0 : 1;
+      while (!queue.empty() && idle > 0) {
+        admitted.push_back(queue.front());
+        queue.pop_front();
+        --idle;
+      }
+    }
+    for (auto& job : admitted) Admit(job);
+    Step();
+  }
+  for (Slot& slot : slots) {
+    if (slot.job) Finish(slot, FinishReason::kCancelled);
+  }
+}
+
+void Scheduler::Impl::Admit(std::shared_ptr<Job> job) {
+  const std::vector<Token>& prompt = job->request_.prompt;
+  // Longest cached prefix anywhere, and the idle slot to run in.
+  Slot* source = nullptr;
+  size_t source_len = 0;
+  Slot* target = nullptr;
+  size_t target_len = 0;
+  for (Slot& slot : slots) {
+    size_t len = options.prefix_cache ? CommonPrefix(slot.cached, prompt) : 0;
+    if (len > source_len) {
+      source = &slot;
+      source_len = len;
+    }
+    if (slot.job) continue;
+    if (target == nullptr || len > target_len || (len == target_len && slot.last_used < target->last_used)) {
+      target = &slot;
+      target_len = len;
+    }
+  }
+  // Always re-evaluate the last prompt token: its logits give the first sampled token.
+  size_t limit = prompt.size() - 1;
+  source_len = std::min(source_len, limit);
+  target_len = std::min(target_len, limit);
+  size_t reused = target_len;
+  if (source != nullptr && source != target && source_len > target_len) {
+    llama_memory_seq_rm(memory, target->seq, -1, -1);
+    llama_memory_seq_cp(memory, source->seq, target->seq, 0, static_cast<llama_pos>(source_len));
+    target->cached.assign(prompt.begin(), prompt.begin() + static_cast<ptrdiff_t>(source_len));
+    reused = source_len;
+  } else if (!llama_memory_seq_rm(memory, target->seq, static_cast<llama_pos>(reused), -1)) {
+    llama_memory_seq_rm(memory, target->seq, -1, -1);  // partial removal unsupported: start over
+    reused = 0;
+  }
+  target->cached.resize(reused);
+
+  Slot& slot = *target;
+  slot.job = job;
+  slot.prompt_pos = reused;
+  slot.has_next = false;
+  slot.has_first_token = false;
+  slot.at_document_start = model->info().strip_leading_space && model->Detokenize(prompt).empty();
+  slot.admitted = Clock::now();
+  slot.stream = std::make_unique<TextStream>(job->request_.sampling.stop);
+  slot.sampler = MakeSampler(*model, job->request_.sampling);
+  slot.last_used = ++use_counter;
+  job->result_.stats.prompt_tokens = static_cast<int32_t>(prompt.size());
+  job->result_.stats.cached_tokens = static_cast<int32_t>(reused);
+  job->result_.stats.queue_ms = MsBetween(job->submitted_, slot.admitted);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++running;
+    prompt_tokens += prompt.size();
+    cached_tokens += reused;
+  }
+  if (job->request_.sampling.max_tokens == 0) Finish(slot, FinishReason::kLength);
+}
+
+void Scheduler::Impl::Finish(Slot& slot, FinishReason reason, const std::string& error) {
+  std::shared_ptr<Job> job = std::move(slot.job);
+  GenerationResult& result = job->result_;
+  if (reason != FinishReason::kCancelled && reason != FinishReason::kError && slot.stream) {
+    std::string tail = slot.stream->Flush();
+    if (!tail.empty()) {
+      result.text += tail;
+      if (job->request_.on_text) job->request_.on_text(tail);
+    }
+  }
+  Clock::time_point now = Clock::now();
+  if (slot.has_first_token) {
+    result.stats.prompt_ms = MsBetween(slot.admitted, slot.first_token);
+    result.stats.generation_ms = MsBetween(slot.first_token, now);
+  } else {
+    result.stats.prompt_ms = MsBetween(slot.admitted, now);
+  }
+  result.finish = reason;
+  result.error = error;
+  slot.sampler.reset();
+  slot.stream.reset();
+  slot.has_next = false;
+  slot.last_used = ++use_counter;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    --running;
+    ++jobs_finished;
+    generated_tokens += static_cast<uint64_t>(result.stats.completion_tokens);
+  }
+  {
+    std::lock_guard<std::mutex> lock(job->mutex_);
+    job->done_ = true;
+  }
+  job->cv_.notify_all();
+}
+
+void Scheduler::Impl::Emit(Slot& slot, Token token) {
+  Job& job = *slot.job;
+  GenerationResult& result = job.result_;
+  Clock::time_point now = Clock::now();
+  if (!slot.has_first_token) {
+    slot.has_first_token = true;
+    slot.first_token = now;
+    result.stats.ttft_ms = MsBetween(job.submitted_, now);
+  }
+  if (model->IsEndOfGeneration(token)) return Finish(slot, FinishReason::kStop);
+  result.tokens.push_back(token);
+  result.stats.completion_tokens += 1;
+  std::string piece = model->TokenPiece(token);
+  if (slot.at_document_start && !piece.empty()) {
+    if (piece[0] == ' ') piece.erase(0, 1);
+    slot.at_document_start = false;
+  }
+  std::string text = slot.stream->Push(piece);
+  if (!text.empty()) {
+    result.text += text;
+    if (job.request_.on_text && !job.request_.on_text(text)) return Finish(slot, FinishReason::kCancelled);
+  }
+  if (slot.stream->stopped()) return Finish(slot, FinishReason::kStop);
+  int32_t max_tokens = job.request_.sampling.max_tokens;
+  if (max_tokens >= 0 && result.stats.completion_tokens >= max_tokens) return Finish(slot, FinishReason::kLength);
+  if (static_cast<int64_t>(slot.cached.size()) + 1 >= options.n_ctx) return Finish(slot, FinishReason::kLength);
+  slot.has_next = true;
+  slot.next = token;
+}
+
+int32_t Scheduler::Impl::ChooseWidth(int32_t candidates) {
+  if (candidates <= 1) return candidates;
+  switch (options.batch_policy) {
+    case BatchPolicy::kAlwaysBatch: return candidates;
+    case BatchPolicy::kInterleave: return 1;
+    case BatchPolicy::kAdaptive: break;
+  }
+  // Measure every width a few times before trusting the averages.
+  for (int32_t w = 1; w <= candidates; ++w) {
+    if (step_samples[static_cast<size_t>(w - 1)] < 3) return w;
+  }
+  int32_t best = 1;
+  double best_rate = 0;
+  for (int32_t w = 1; w <= candidates; ++w) {
+    double rate = w / step_ms[static_cast<size_t>(w - 1)];
+    if (rate > best_rate) {
+      best_rate = rate;
+      best = w;
+    }
+  }
+  // Re-measure another width now and then: step times drift as contexts grow.
+  if (step_no % 64 == 0) return best == candidates ? 1 : candidates;
+  return best;
+}
+
+bool Scheduler::Impl::Step() {
+  // Cancellations first, so a cancelled job costs no more decode work.
+  for (Slot& slot : slots) {
+    if (slot.job && slot.job->cancel_->load()) Finish(slot, FinishReason::kCancelled);
+  }
+  std::vector<Slot*> decoders;
+  for (Slot& slot : slots) {
+    if (slot.job && slot.has_next) decoders.push_back(&slot);
+  }
+  std::sort(decoders.begin(), decoders.end(),
+            [](const Slot* a, const Slot* b) { return a->last_decoded_step < b->last_decoded_step; });
+  int32_t width = ChooseWidth(static_cast<int32_t>(decoders.size()));
+  decoders.resize(static_cast<size_t>(width));
+  ++step_no;
+
+  llama_batch& b = batch;
+  b.n_tokens = 0;
+  auto add = [&](Token token, llama_pos pos, llama_seq_id seq, bool logits) {
+    int32_t i = b.n_tokens++;
+    b.token[i] = token;
+    b.pos[i] = pos;
+    b.n_seq_id[i] = 1;
+    b.seq_id[i][0] = seq;
+    b.logits[i] = logits;
+    return i;
+  };
+  for (Slot* slot : decoders) {
+    slot->batch_index = add(slot->next, static_cast<llama_pos>(slot->cached.size()), slot->seq, true);
+    slot->last_decoded_step = step_no;
+  }
+  // Fill the rest of the batch with prompt tokens of jobs still evaluating their prompt.
+  int32_t capacity = static_cast<int32_t>(llama_n_batch(ctx));
+  std::vector<std::pair<Slot*, size_t>> prefills;  // slot, tokens added this step
+  for (Slot& slot : slots) {
+    if (!slot.job || slot.has_next || b.n_tokens >= capacity) continue;
+    const std::vector<Token>& prompt = slot.job->request_.prompt;
+    size_t start = slot.prompt_pos;
+    size_t n = std::min(prompt.size() - start, static_cast<size_t>(capacity - b.n_tokens));
+    if (n == 0) continue;
+    slot.batch_index = -1;
+    for (size_t k = 0; k < n; ++k) {
+      bool last = start + k + 1 == prompt.size();
+      int32_t i = add(prompt[start + k], static_cast<llama_pos>(start + k), slot.seq, last);
+      if (last) slot.batch_index = i;
+    }
+    prefills.emplace_back(&slot, n);
+  }
+  if (b.n_tokens == 0) return false;
+
+  Clock::time_point t0 = Clock::now();
+  int32_t rc = llama_decode(ctx, b);
+  double ms = MsBetween(t0, Clock::now());
+  if (rc != 0) {
+    std::string why = rc == 1 ? "the KV cache is full" : "llama_decode failed with code " + std::to_string(rc);
+    for (Slot* slot : decoders) Finish(*slot, FinishReason::kError, why);
+    for (auto& [slot, n] : prefills) Finish(*slot, FinishReason::kError, why);
+    // Drop idle caches so the next step has room.
+    for (Slot& slot : slots) {
+      if (!slot.job) {
+        llama_memory_seq_rm(memory, slot.seq, -1, -1);
+        slot.cached.clear();
+      }
+    }
+    return true;
+  }
+  if (prefills.empty() && width > 0) {
+    size_t w = static_cast<size_t>(width - 1);
+    step_ms[w] = step_samples[w] == 0 ? ms : 0.8 * step_ms[w] + 0.2 * ms;
+    step_samples[w] += 1;
+  }
+
+  for (Slot* slot : decoders) {
+    slot->cached.push_back(slot->next);
+    slot->has_next = false;
+    Token token = llama_sampler_sample(slot->sampler.get(), ctx, slot->batch_index);
+    Emit(*slot, token);
+  }
+  for (auto& [slot, n] : prefills) {
+    const std::vector<Token>& prompt = slot->job->request_.prompt;
+    slot->cached.insert(slot->cached.end(), prompt.begin() + static_cast<ptrdiff_t>(slot->prompt_pos),
+                        prompt.begin() + static_cast<ptrdiff_t>(slot->prompt_pos + n));
+    slot->prompt_pos += n;
+    if (slot->prompt_pos == prompt.size()) {
+      Token token = llama_sampler_sample(slot->sampler.get(), ctx, slot->batch_index);
+      Emit(*slot, token);
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Embedder
+
+struct Embedder::Impl {
+  llama_context* ctx = nullptr;
+  int32_t n_ctx = 0;
+  std::mutex mutex;
+  ~Impl() {
+    if (ctx != nullptr) llama_free(ctx);
+  }
+};
+
+Embedder::Embedder(std::shared_ptr<Model> model, int32_t n_ctx, int32_t n_threads)
+    : model_(std::move(model)), impl_(std::make_unique<Impl>()) {
+  if (n_ctx < 8) throw EngineError(ErrorKind::kInvalidRequest, "embedding context must be at least 8 tokens");
+  if (n_threads <= 0) n_threads = DefaultThreadCount();
+  llama_context_params params = llama_context_default_params();
+  params.n_ctx = static_cast<uint32_t>(n_ctx);
+  params.n_batch = params.n_ubatch = static_cast<uint32_t>(n_ctx);  // a whole input in one ubatch
+  params.n_seq_max = 1;
+  params.n_threads = params.n_threads_batch = n_threads;
+  params.embeddings = true;
+  params.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;
+  params.no_perf = true;
+  impl_->ctx = llama_init_from_model(model_->raw(), params);
+  if (impl_->ctx != nullptr && llama_pooling_type(impl_->ctx) == LLAMA_POOLING_TYPE_NONE) {
+    // A generative model: average its last hidden states.
+    llama_free(impl_->ctx);
+    params.pooling_type = LLAMA_POOLING_TYPE_MEAN;
+    impl_->ctx = llama_init_from_model(model_->raw(), params);
+  }
+  if (impl_->ctx == nullptr) {
+    throw EngineError(ErrorKind::kInternal, "llama.cpp could not create an embedding context for '" +
+                                                model_->info().name + "'");
+  }
+  impl_->n_ctx = n_ctx;
+}
+
+Embedder::~Embedder() = default;
+
+int32_t Embedder::dimensions() const { return llama_model_n_embd_out(model_->raw()); }
+
+std::vector<std::vector<float>> Embedder::Embed(const std::vector<std::string>& inputs) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::vector<std::vector<float>> out;
+  const int32_t dims = dimensions();
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    std::vector<Token> tokens = model_->Tokenize(inputs[k], true, false);
+    if (tokens.empty()) tokens.push_back(model_->info().bos != kNoToken ? model_->info().bos : 0);
+    if (static_cast<int32_t>(tokens.size()) > impl_->n_ctx) {
+      throw EngineError(ErrorKind::kContextOverflow,
+                        "input " + std::to_string(k) + " has " + std::to_string(tokens.size()) +
+                            " tokens but the embedding context is " + std::to_string(impl_->n_ctx) +
+                            " tokens; shorten it or split it into chunks");
+    }
+    llama_memory_clear(llama_get_memory(impl_->ctx), true);
+    llama_batch b = llama_batch_init(static_cast<int32_t>(tokens.size()), 0, 1);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      b.token[i] = tokens[i];
+      b.pos[i] = static_cast<llama_pos>(i);
+      b.n_seq_id[i] = 1;
+      b.seq_id[i][0] = 0;
+      b.logits[i] = true;
+    }
+    b.n_tokens = static_cast<int32_t>(tokens.size());
+    int32_t rc = llama_model_has_encoder(model_->raw()) ? llama_encode(impl_->ctx, b) : llama_decode(impl_->ctx, b);
+    llama_batch_free(b);
+    const float* e = rc == 0 ? llama_get_embeddings_seq(impl_->ctx, 0) : nullptr;
+    if (e == nullptr) throw EngineError(ErrorKind::kInternal, "llama.cpp returned no embedding for input " + std::to_string(k));
+    std::vector<float> v(e, e + dims);
+    double norm = 0;
+    for (float x : v) norm += static_cast<double>(x) * x;
+    norm = std::sqrt(norm);
+    if (norm > 0) {
+      for (float& x : v) x = static_cast<float>(x / norm);
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace hearth::engine
