@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, builds, runs the C++ suite (CTest), then the
+# same suite's model-file tests under AddressSanitizer + UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+jobs=$(nproc)
+echo "== C++ tests (Release)"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+echo "== C++ tests under AddressSanitizer + UBSan (engine, model files, generator)"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEARTH_SANITIZE=ON >/dev/null
+cmake --build build-asan --target hearth_tests
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -R 'GgufCheck|Engine|TextStream|GenModel'
