@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build ccache git pkg-config nodejs npm openssl
+  build-essential cmake ninja-build ccache git pkg-config openssl
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libyaml-cpp-dev
   libvectorscan-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev curl
@@ -14,10 +14,8 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # node and npm may come from elsewhere than Debian (e.g. a preinstalled Node.js).
-if command -v node >/dev/null && command -v npm >/dev/null; then
-  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
-fi
-read -r -a missing <<<"${missing[*]:-}"
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   echo "hearth: installing ${missing[*]}" >&2
   sudo=""

@@ -1,10 +1,11 @@
 #include "cli/dev_cmd.h"
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <exception>
-#include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "devtools/genmodel.h"
@@ -16,27 +17,26 @@ namespace {
 struct GenModelArgs {
   std::string shape = "tiny";
   std::string vocab = "starcoder";
-  engine::QuantType type = engine::QuantType::kF32;
+  std::string type = "f32";
   uint64_t seed = 42;
   std::string chat_template;
   std::string out;
 };
 
-const char* TypeName(engine::QuantType type) {
-  switch (type) {
-    case engine::QuantType::kF32: return "f32";
-    case engine::QuantType::kF16: return "f16";
-    case engine::QuantType::kQ8_0: return "q8_0";
-    case engine::QuantType::kQ4_K_M: return "q4_k_m";
-  }
-  return "?";
+engine::QuantType ParseType(std::string name) {
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (name == "f32") return engine::QuantType::kF32;
+  if (name == "f16") return engine::QuantType::kF16;
+  if (name == "q8_0") return engine::QuantType::kQ8_0;
+  if (name == "q4_k_m") return engine::QuantType::kQ4_K_M;
+  throw std::invalid_argument("unknown weight type '" + name + "' (f32, f16, q8_0, q4_k_m)");
 }
 
 void RunGenModel(const GenModelArgs& args) {
   devtools::GenModelOptions options;
   options.shape = devtools::ShapeByName(args.shape);
   options.vocab = args.vocab;
-  options.type = args.type;
+  options.type = ParseType(args.type);
   options.seed = args.seed;
   options.chat_template = args.chat_template;
   options.output_path = args.out;
@@ -48,7 +48,7 @@ void RunGenModel(const GenModelArgs& args) {
               "in %.1f s\n",
               result.path.c_str(), static_cast<unsigned long long>(result.file_bytes),
               static_cast<unsigned long long>(result.n_params), args.shape.c_str(),
-              args.vocab.c_str(), result.n_vocab, TypeName(args.type),
+              args.vocab.c_str(), result.n_vocab, args.type.c_str(),
               static_cast<unsigned long long>(args.seed), seconds);
   std::fflush(stdout);
 }
@@ -69,14 +69,9 @@ void AddDevCommands(CLI::App& app) {
                   "Bundled llama.cpp vocab name (starcoder, qwen2, ...) or a path to a GGUF "
                   "file with a tokenizer")
       ->capture_default_str();
-  const std::map<std::string, engine::QuantType> types = {
-      {"f32", engine::QuantType::kF32},
-      {"f16", engine::QuantType::kF16},
-      {"q8_0", engine::QuantType::kQ8_0},
-      {"q4_k_m", engine::QuantType::kQ4_K_M},
-  };
-  gen->add_option("--type", args->type, "Weight type: f32, f16, q8_0 or q4_k_m (default f32)")
-      ->transform(CLI::CheckedTransformer(types, CLI::ignore_case));
+  gen->add_option("--type", args->type, "Weight type (q8_0 and q4_k_m use llama.cpp's quantizer)")
+      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_k_m"}, CLI::ignore_case))
+      ->capture_default_str();
   gen->add_option("--seed", args->seed, "Seed of the random weights")->capture_default_str();
   gen->add_option("--chat-template", args->chat_template,
                   "tokenizer.chat_template to write (default: ChatML)");

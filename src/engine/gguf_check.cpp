@@ -379,22 +379,22 @@ class Checker {
 
   void CheckCounts(uint64_t n_tensors, uint64_t n_kv) const {
     const uint64_t room = size_ - kHeaderBytes;  // the header was read, so size_ >= 24
+    const std::string tail = " bytes follow the header (file size " + Num(size_) +
+                             "): the file is truncated or the count is corrupt";
     if (n_tensors > room / kMinTensorInfoBytes) {
       Fail("implausible tensor count " + Num(n_tensors) + ": each tensor entry takes at least " +
-           Num(kMinTensorInfoBytes) + " bytes but only " + Num(room) +
-           " bytes follow the header (file size " + Num(size_) + ")");
+           Num(kMinTensorInfoBytes) + " bytes but only " + Num(room) + tail);
     }
     if (n_kv > room / kMinKvBytes) {
-      Fail("implausible metadata key count " + Num(n_kv) + ": each key/value entry takes at least " +
-           Num(kMinKvBytes) + " bytes but only " + Num(room) +
-           " bytes follow the header (file size " + Num(size_) + ")");
+      Fail("implausible metadata key count " + Num(n_kv) + ": each key/value entry takes at " +
+           "least " + Num(kMinKvBytes) + " bytes but only " + Num(room) + tail);
     }
     // Both products are bounded by room now, so the sum cannot overflow.
-    if (n_tensors * kMinTensorInfoBytes + n_kv * kMinKvBytes > room) {
+    const uint64_t min_bytes = n_tensors * kMinTensorInfoBytes + n_kv * kMinKvBytes;
+    if (min_bytes > room) {
       Fail("implausible counts: " + Num(n_tensors) + " tensors and " + Num(n_kv) +
-           " metadata keys need at least " +
-           Num(n_tensors * kMinTensorInfoBytes + n_kv * kMinKvBytes) + " bytes but only " +
-           Num(room) + " bytes follow the header (file size " + Num(size_) + ")");
+           " metadata keys need at least " + Num(min_bytes) + " bytes but only " + Num(room) +
+           tail);
     }
   }
 

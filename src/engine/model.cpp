@@ -93,6 +93,9 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const ModelLoadOptio
   info.strip_leading_space = llama_vocab_type(model->vocab_) == LLAMA_VOCAB_TYPE_SPM &&
                              MetaString(raw, "tokenizer.ggml.add_space_prefix") != "false";
   const llama_vocab* v = model->vocab_;
+  for (Token t = 0; t < info.n_vocab; ++t) {
+    if (llama_vocab_is_eog(model->vocab_, t)) model->eog_tokens_.push_back(t);
+  }
   info.fim = FimTokens{llama_vocab_fim_pre(v), llama_vocab_fim_suf(v), llama_vocab_fim_mid(v),
                        llama_vocab_fim_pad(v), llama_vocab_fim_rep(v), llama_vocab_fim_sep(v)};
   return model;

@@ -90,6 +90,7 @@ class Model {
   std::string Detokenize(std::span<const Token> tokens, bool render_special = false) const;
   bool IsValidToken(Token token) const { return token >= 0 && token < info_.n_vocab; }
   bool IsEndOfGeneration(Token token) const;
+  const std::vector<Token>& end_of_generation_tokens() const { return eog_tokens_; }
 
   // Renders messages with the model's chat template (or template_override, a template name
   // or Jinja source llama.cpp recognises). Models without a template fall back to ChatML.
@@ -111,6 +112,7 @@ class Model {
   llama_model* model_ = nullptr;
   const llama_vocab* vocab_ = nullptr;
   ModelInfo info_;
+  std::vector<Token> eog_tokens_;
 };
 
 enum class QuantType { kF32, kF16, kQ8_0, kQ4_K_M };

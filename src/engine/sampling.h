@@ -19,6 +19,7 @@ struct SamplingParams {
   int32_t max_tokens = -1;        // < 0: until end of generation or the context is full
   std::vector<std::string> stop;  // never emitted, even when split across tokens
   std::string grammar;            // GBNF; empty for none
+  bool ignore_eos = false;        // never sample end-of-generation tokens (benchmarks)
 
   // Throws EngineError(kInvalidRequest) naming the field when a value is out of range.
   void Validate() const;

@@ -45,6 +45,12 @@ SamplerPtr MakeSampler(const Model& model, const SamplingParams& p) {
     }
     llama_sampler_chain_add(chain.get(), grammar);
   }
+  if (p.ignore_eos && !model.end_of_generation_tokens().empty()) {
+    std::vector<llama_logit_bias> bias;
+    for (Token t : model.end_of_generation_tokens()) bias.push_back({t, -INFINITY});
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_logit_bias(model.info().n_vocab,
+                                                                       static_cast<int32_t>(bias.size()), bias.data()));
+  }
   if (p.repeat_penalty != 1.0f && p.repeat_last_n != 0) {
     llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(model.info().n_vocab, p.repeat_last_n, p.repeat_penalty, 0.0f, 0.0f));
   }
@@ -402,7 +408,7 @@ void Scheduler::Impl::Emit(Slot& slot, Token token) {
     slot.first_token = now;
     result.stats.ttft_ms = MsBetween(job.submitted_, now);
   }
-  if (model->IsEndOfGeneration(token)) return Finish(slot, FinishReason::kStop);
+  if (model->IsEndOfGeneration(token) && !job.request_.sampling.ignore_eos) return Finish(slot, FinishReason::kStop);
   result.tokens.push_back(token);
   result.stats.completion_tokens += 1;
   std::string piece = model->TokenPiece(token);
