@@ -207,7 +207,7 @@ Layout Walk(const Bytes& b) {
   return l;
 }
 
-const KvLoc& FindKv(const Layout& l, const std::string& key) {
+KvLoc FindKv(const Layout& l, const std::string& key) {
   for (const KvLoc& kv : l.kvs) {
     if (kv.key == key) return kv;
   }
@@ -481,7 +481,7 @@ TEST(GgufCheck, AbsurdCounts) {
 TEST(GgufCheck, BadStringLengths) {
   const Bytes good = GoodImage().bytes;
   const Layout l = Walk(good);
-  const KvLoc& name = FindKv(l, "general.name");
+  const KvLoc name = FindKv(l, "general.name");
   for (uint64_t n : {uint64_t(1) << 62, ~uint64_t(0), uint64_t(1) << 27}) {
     Bytes b = good;
     PutU64(b, name.value_off, n);
@@ -501,7 +501,7 @@ TEST(GgufCheck, BadStringLengths) {
   PutU64(b, name.key_len_off, 60000);
   EXPECT_TRUE(RejectsWith(b, "truncated"));
   // An element of a string array.
-  const KvLoc& arr = FindKv(l, "test.arr_str");
+  const KvLoc arr = FindKv(l, "test.arr_str");
   b = good;
   PutU64(b, arr.value_off + 12, uint64_t(1) << 62);
   EXPECT_TRUE(RejectsWith(b, "array element #0"));
@@ -513,8 +513,8 @@ TEST(GgufCheck, BadStringLengths) {
 TEST(GgufCheck, BadArrays) {
   const Bytes good = GoodImage().bytes;
   const Layout l = Walk(good);
-  const KvLoc& f32 = FindKv(l, "test.arr_f32");
-  const KvLoc& str = FindKv(l, "test.arr_str");
+  const KvLoc f32 = FindKv(l, "test.arr_f32");
+  const KvLoc str = FindKv(l, "test.arr_str");
   for (uint64_t n : {uint64_t(1) << 62, ~uint64_t(0), uint64_t(1) << 31}) {
     Bytes b = good;
     PutU64(b, f32.value_off + 4, n);
@@ -541,7 +541,7 @@ TEST(GgufCheck, BadArrays) {
 
 TEST(GgufCheck, UnknownValueType) {
   const Bytes good = GoodImage().bytes;
-  const KvLoc& kv = FindKv(Walk(good), "test.aaa");
+  const KvLoc kv = FindKv(Walk(good), "test.aaa");
   for (uint32_t t : {13u, 255u, 0x80000000u, 0xFFFFFFFFu}) {
     Bytes b = good;
     PutU32(b, kv.type_off, t);
@@ -552,7 +552,7 @@ TEST(GgufCheck, UnknownValueType) {
 
 TEST(GgufCheck, DuplicateKey) {
   Bytes b = GoodImage().bytes;
-  const KvLoc& bbb = FindKv(Walk(b), "test.bbb");
+  const KvLoc bbb = FindKv(Walk(b), "test.bbb");
   std::memcpy(b.data() + bbb.key_off, "test.aaa", 8);
   EXPECT_TRUE(RejectsWith(b, "duplicate key"));
   EXPECT_TRUE(RejectsWith(b, "'test.aaa'"));
@@ -560,7 +560,7 @@ TEST(GgufCheck, DuplicateKey) {
 
 TEST(GgufCheck, BadAlignmentKey) {
   const Bytes good = BuildImage(DefaultTensors(), /*with_alignment_key=*/true).bytes;
-  const KvLoc& kv = FindKv(Walk(good), "general.alignment");
+  const KvLoc kv = FindKv(Walk(good), "general.alignment");
   for (uint32_t a : {0u, 48u, 33u, 0xFFFFFFFFu}) {
     Bytes b = good;
     PutU32(b, kv.value_off, a);
@@ -577,7 +577,7 @@ TEST(GgufCheck, BadAlignmentKey) {
 
 TEST(GgufCheck, ArchitectureMustBeAString) {
   Bytes b = GoodImage().bytes;
-  const KvLoc& kv = FindKv(Walk(b), "general.architecture");
+  const KvLoc kv = FindKv(Walk(b), "general.architecture");
   PutU32(b, kv.type_off, GGUF_TYPE_UINT64);
   EXPECT_TRUE(RejectsWith(b, "must be of type string"));
 }
@@ -603,7 +603,7 @@ TEST(GgufCheck, BadTensorNames) {
 
 TEST(GgufCheck, BadDimensions) {
   const Bytes good = GoodImage().bytes;
-  const TensorLoc& t = Walk(good).tensors[0];  // 2-D F32 [8, 4]
+  const TensorLoc t = Walk(good).tensors[0];  // 2-D F32 [8, 4]
   for (uint32_t n : {0u, 5u, 9u, 0xFFFFFFFFu}) {
     Bytes b = good;
     PutU32(b, t.n_dims_off, n);
@@ -626,7 +626,7 @@ TEST(GgufCheck, BadDimensions) {
   PutU64(b, t.dims_off, uint64_t(1) << 30);  // representable but far larger than the file
   EXPECT_TRUE(RejectsWith(b, "outside the file"));
   // Q4_0 rows must hold whole 32-element blocks.
-  const TensorLoc& q = Walk(good).tensors[1];
+  const TensorLoc q = Walk(good).tensors[1];
   b = good;
   PutU64(b, q.dims_off, 33);
   EXPECT_TRUE(RejectsWith(b, "block size"));
@@ -634,7 +634,7 @@ TEST(GgufCheck, BadDimensions) {
 
 TEST(GgufCheck, BadTensorTypes) {
   const Bytes good = GoodImage().bytes;
-  const TensorLoc& t = Walk(good).tensors[2];
+  const TensorLoc t = Walk(good).tensors[2];
   for (uint32_t type : {43u, 1000u, 0xFFFFFFFFu}) {
     Bytes b = good;
     PutU32(b, t.type_off, type);

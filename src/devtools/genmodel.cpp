@@ -146,7 +146,8 @@ void ValidateShape(const ModelShape& s) {
 }
 
 bool LooksLikePath(const std::string& vocab) {
-  return vocab.find('/') != std::string::npos || vocab.ends_with(".gguf") || fs::exists(vocab);
+  return vocab.find('/') != std::string::npos || vocab.ends_with(".gguf") ||
+         fs::is_regular_file(vocab);
 }
 
 std::string ResolveVocabPath(const std::string& vocab) {
