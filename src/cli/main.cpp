@@ -5,6 +5,7 @@
 
 #include "cli/dev_cmd.h"
 #include "cli/run_cmd.h"
+#include "cli/serve_cmd.h"
 #include "engine/error.h"
 
 int main(int argc, char** argv) {
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
     std::printf("hearth %s (llama.cpp %.12s)\n", HEARTH_VERSION, HEARTH_LLAMA_COMMIT);
   });
   hearth::cli::AddRunCommand(app);
+  hearth::cli::AddServeCommand(app);
   hearth::cli::AddDevCommands(app);
   try {
     app.parse(argc, argv);

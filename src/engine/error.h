@@ -13,6 +13,7 @@ enum class ErrorKind {
   kContextOverflow,  // the prompt does not fit the context window
   kOverloaded,       // the request queue is full; retry later
   kUnsupported,      // the model cannot do this (e.g. FIM without FIM tokens)
+  kNotFound,         // no model of that name is known
   kInternal,         // llama.cpp failed in a way the caller cannot fix
 };
 

@@ -154,6 +154,7 @@ struct Scheduler::Impl {
   int32_t running = 0;
   std::vector<double> step_ms;        // EWMA of pure-decode step time per width
   std::vector<uint32_t> step_samples;
+  std::vector<SlotState> slot_states;  // snapshot for Stats(), refreshed every step
   uint64_t step_no = 0;
   uint64_t use_counter = 0;
 
@@ -268,6 +269,7 @@ SchedulerStats Scheduler::Stats() const {
   st.cached_tokens = impl_->cached_tokens;
   st.generated_tokens = impl_->generated_tokens;
   st.step_ms_by_width = impl_->step_ms;
+  st.slots = impl_->slot_states;
   return st;
 }
 
@@ -382,6 +384,7 @@ void Scheduler::Impl::Finish(Slot& slot, FinishReason reason, const std::string&
   }
   result.finish = reason;
   result.error = error;
+  if (slot.stream && slot.stream->stopped()) result.stop_string = slot.stream->matched_stop();
   slot.sampler.reset();
   slot.stream.reset();
   slot.has_next = false;
@@ -500,6 +503,13 @@ bool Scheduler::Impl::Step() {
       if (last) slot.batch_index = i;
     }
     prefills.emplace_back(&slot, n);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    slot_states.resize(slots.size());
+    for (size_t i = 0; i < slots.size(); ++i) {
+      slot_states[i] = SlotState{static_cast<int32_t>(i), slots[i].job != nullptr, static_cast<int32_t>(slots[i].cached.size())};
+    }
   }
   if (b.n_tokens == 0) return false;
 

@@ -49,6 +49,7 @@ struct GenerationResult {
   std::string text;  // the emitted text (stop string excluded)
   std::vector<Token> tokens;
   FinishReason finish = FinishReason::kStop;
+  std::string stop_string;  // the stop string that ended it, if one did
   std::string error;  // set when finish == kError
   GenerationStats stats;
 };
@@ -92,6 +93,12 @@ struct SchedulerOptions {
   bool prefix_cache = true;
 };
 
+struct SlotState {
+  int32_t id = 0;
+  bool processing = false;
+  int32_t cached_tokens = 0;  // tokens whose KV this sequence holds
+};
+
 struct SchedulerStats {
   int32_t running = 0;
   int32_t queued = 0;
@@ -101,6 +108,7 @@ struct SchedulerStats {
   uint64_t generated_tokens = 0;
   // Measured mean step time per batch width (index 0 = width 1); 0 where never measured.
   std::vector<double> step_ms_by_width;
+  std::vector<SlotState> slots;
 };
 
 class Scheduler {

@@ -1,0 +1,145 @@
+#include "cli/serve_cmd.h"
+
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <cstdio>
+#include <cstdlib>
+#include <pthread.h>
+
+#include "api/api_server.h"
+#include "engine/model_pool.h"
+#include "router/router.h"
+
+namespace hearth::cli {
+
+namespace {
+
+struct ServeOptions {
+  std::vector<std::string> models;
+  std::string models_dir;
+  std::string host;
+  int port = 0;
+  std::string api_key;
+  std::vector<std::string> allow_origins;
+  std::vector<std::string> allow_hosts;
+  int32_t ctx = 4096;
+  int32_t parallel = 4;
+  int32_t threads = 0;
+  int32_t queue = 64;
+  int64_t keep_alive = 300;
+  bool verbose = false;
+};
+
+// HEARTH_HOST may be "host", "host:port", ":port" or "[v6addr]:port" (like OLLAMA_HOST).
+void ApplyHostEnv(ServeOptions& o) {
+  const char* env = std::getenv("HEARTH_HOST");
+  if (env == nullptr || *env == '\0') return;
+  std::string v = env, host = v, port;
+  if (v.front() == '[') {
+    size_t close = v.find(']');
+    host = v.substr(1, close == std::string::npos ? std::string::npos : close - 1);
+    if (close != std::string::npos && close + 1 < v.size() && v[close + 1] == ':') port = v.substr(close + 2);
+  } else if (std::count(v.begin(), v.end(), ':') == 1) {
+    host = v.substr(0, v.find(':'));
+    port = v.substr(v.find(':') + 1);
+  }
+  if (o.host.empty()) o.host = host;
+  if (o.port == 0 && !port.empty()) o.port = std::atoi(port.c_str());
+}
+
+int Serve(ServeOptions o) {
+  ApplyHostEnv(o);
+  if (o.host.empty()) o.host = "127.0.0.1";
+  if (o.host.size() > 2 && o.host.front() == '[' && o.host.back() == ']') o.host = o.host.substr(1, o.host.size() - 2);
+  if (o.port == 0) o.port = 11434;
+  if (o.api_key.empty()) {
+    if (const char* key = std::getenv("HEARTH_API_KEY")) o.api_key = key;
+  }
+  engine::SetLlamaLogLevel(o.verbose ? 1 : 0);
+
+  engine::ModelPoolOptions po;
+  po.scheduler.n_ctx = o.ctx;
+  po.scheduler.n_slots = o.parallel;
+  po.scheduler.n_threads = o.threads;
+  po.scheduler.queue_capacity = o.queue;
+  po.default_keep_alive = std::chrono::seconds(o.keep_alive);
+  engine::ModelPool pool(po);
+  std::string default_model;
+  for (const std::string& spec : o.models) {
+    // NAME=FILE names the model; FILE alone is named after the file.
+    size_t eq = spec.find('=');
+    std::string name = eq == std::string::npos ? "" : spec.substr(0, eq);
+    std::string path = eq == std::string::npos ? spec : spec.substr(eq + 1);
+    pool.Register(path, name);
+  }
+  if (!o.models_dir.empty()) pool.RegisterDirectory(o.models_dir);
+  std::vector<engine::RegisteredModel> models = pool.List();
+  if (models.empty()) {
+    std::fprintf(stderr, "hearth: no models: pass --model FILE or --models-dir DIR\n");
+    return 2;
+  }
+  if (!o.models.empty()) {
+    std::string first = o.models.front();
+    size_t eq = first.find('=');
+    default_model = eq != std::string::npos ? first.substr(0, eq) : std::filesystem::path(first).stem().string();
+  } else {
+    default_model = models.front().name;
+  }
+  router::Router router(pool);
+
+  api::ApiServerOptions ao;
+  ao.http.host = o.host;
+  ao.http.port = static_cast<uint16_t>(o.port);
+  ao.http.api_key = o.api_key;
+  ao.http.allowed_origins = o.allow_origins;
+  ao.http.allowed_hosts = o.allow_hosts;
+  ao.default_model = default_model;
+
+  // Block termination signals in every thread; the main thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  api::ApiServer server(ao, router);  // refuses a non-loopback host without an API key
+  server.Start();
+  std::fprintf(stderr, "hearth: listening on http://%s%s%s:%u (%zu model%s, default %s)\n",
+               o.host.find(':') != std::string::npos ? "[" : "", o.host.c_str(),
+               o.host.find(':') != std::string::npos ? "]" : "", server.port(), models.size(),
+               models.size() == 1 ? "" : "s", default_model.c_str());
+  for (const auto& m : models) std::fprintf(stderr, "hearth:   %s  %s\n", m.name.c_str(), m.path.c_str());
+  std::fflush(stderr);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "hearth: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  server.Stop();
+  return 0;
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app) {
+  auto o = std::make_shared<ServeOptions>();
+  CLI::App* cmd = app.add_subcommand("serve", "Serve models over the Ollama, OpenAI and llama.cpp HTTP APIs");
+  cmd->add_option("-m,--model", o->models, "GGUF model file, or NAME=FILE (repeatable)");
+  cmd->add_option("--models-dir", o->models_dir, "serve every *.gguf in this directory")->check(CLI::ExistingDirectory);
+  cmd->add_option("--host", o->host, "address to bind (default 127.0.0.1; env HEARTH_HOST)");
+  cmd->add_option("--port", o->port, "port (default 11434, Ollama's)")->check(CLI::Range(1, 65535));
+  cmd->add_option("--api-key", o->api_key, "require this bearer key (env HEARTH_API_KEY); needed off loopback");
+  cmd->add_option("--allow-origin", o->allow_origins, "a browser origin allowed to call the API (repeatable)");
+  cmd->add_option("--allow-host", o->allow_hosts, "an extra Host header name to accept (repeatable)");
+  cmd->add_option("-c,--ctx", o->ctx, "default context window per request, in tokens")->check(CLI::Range(16, 1 << 20));
+  cmd->add_option("--parallel", o->parallel, "concurrent sequences per model")->check(CLI::Range(1, 64));
+  cmd->add_option("--threads", o->threads, "threads (default: physical cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--queue", o->queue, "requests that may wait per model before 503")->check(CLI::Range(0, 100000));
+  cmd->add_option("--keep-alive", o->keep_alive, "seconds an idle model stays loaded (-1 forever)")->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
+  cmd->add_flag("-v,--verbose", o->verbose, "show llama.cpp warnings");
+  cmd->callback([o] {
+    int rc = Serve(*o);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+}
+
+}  // namespace hearth::cli
