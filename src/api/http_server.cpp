@@ -402,7 +402,7 @@ struct HttpServer::Impl {
   asio::awaitable<bool> WriteFull(const std::shared_ptr<Conn>& c, HttpResponse response,
                                   const RequestContext& ctx);
   asio::awaitable<void> SendErrorAndClose(const std::shared_ptr<Conn>& c, int status,
-                                          std::string_view message, RequestContext ctx);
+                                          std::string message, RequestContext ctx);
   asio::awaitable<void> CloseGracefully(const std::shared_ptr<Conn>& c);
   std::optional<HttpResponse> Check(const http::request<http::string_body>& req,
                                     std::string_view path, RequestContext& ctx) const;
@@ -668,12 +668,16 @@ asio::awaitable<void> HttpServer::Impl::CloseGracefully(const std::shared_ptr<Co
   c->stream.close();
 }
 
+// Note on GCC 12 coroutines: temporaries inside a co_await expression (especially in a
+// conditional operator) can be destroyed twice, so arguments are built as named locals first.
 asio::awaitable<void> HttpServer::Impl::SendErrorAndClose(const std::shared_ptr<Conn>& c,
-                                                          int status, std::string_view message,
+                                                          int status, std::string message,
                                                           RequestContext ctx) {
   ctx.keep_alive = false;
   ctx.head = false;
-  if (co_await WriteFull(c, ErrorResponse(status, message), ctx)) co_await CloseGracefully(c);
+  HttpResponse response = ErrorResponse(status, message);
+  const bool written = co_await WriteFull(c, std::move(response), ctx);
+  if (written) co_await CloseGracefully(c);
 }
 
 asio::awaitable<bool> HttpServer::Impl::WriteFull(const std::shared_ptr<Conn>& c,
@@ -730,8 +734,8 @@ asio::awaitable<bool> HttpServer::Impl::Deliver(const std::shared_ptr<Conn>& c, 
       switch (a.kind) {
         case Action::Kind::kFull:
           started = true;
-          if (!co_await WriteFull(c, std::move(a.response), ctx)) co_return false;
-          co_return true;
+          const bool written = co_await WriteFull(c, std::move(a.response), ctx);
+          co_return written;
         case Action::Kind::kBegin: {
           started = streaming = true;
           if (a.response.status < 100 || a.response.status > 999) a.response.status = 500;
@@ -770,12 +774,11 @@ asio::awaitable<bool> HttpServer::Impl::Deliver(const std::shared_ptr<Conn>& c, 
             co_return co_await flush();
           }
           if (!started) {
-            const std::string& error = a.response.body;
-            co_return co_await WriteFull(
-                c,
-                ErrorResponse(500, error.empty() ? std::string("handler produced no response")
-                                                 : "handler failed: " + error),
-                ctx);
+            std::string message = "handler produced no response";
+            if (!a.response.body.empty()) message = "handler failed: " + a.response.body;
+            HttpResponse response = ErrorResponse(500, message);
+            const bool written = co_await WriteFull(c, std::move(response), ctx);
+            co_return written;
           }
           co_return true;
       }
@@ -820,10 +823,12 @@ asio::awaitable<void> HttpServer::Impl::Session(std::shared_ptr<Conn> c) {
       auto [ec, n] = co_await http::async_read_header(stream, c->buffer, parser, kTuple);
       if (ec) {
         if (ec == http::error::header_limit) {
-          co_await SendErrorAndClose(c, 431, "request header is larger than " +
-                                                 std::to_string(kHeaderLimit) + " bytes", ctx);
+          std::string message =
+              "request header is larger than " + std::to_string(kHeaderLimit) + " bytes";
+          co_await SendErrorAndClose(c, 431, std::move(message), ctx);
         } else if (IsHttpParseError(ec)) {
-          co_await SendErrorAndClose(c, 400, "malformed HTTP request: " + ec.message(), ctx);
+          std::string message = "malformed HTTP request: " + ec.message();
+          co_await SendErrorAndClose(c, 400, std::move(message), ctx);
         }
         co_return;  // timeout, EOF, reset: just close
       }
@@ -838,7 +843,9 @@ asio::awaitable<void> HttpServer::Impl::Session(std::shared_ptr<Conn> c) {
 
     if (auto rejection = Check(req, path, ctx)) {
       if (!parser.is_done()) ctx.keep_alive = false;  // its body was not read
-      if (!co_await WriteFull(c, std::move(*rejection), ctx)) co_return;
+      HttpResponse response = std::move(*rejection);
+      const bool written = co_await WriteFull(c, std::move(response), ctx);
+      if (!written) co_return;
       if (!ctx.keep_alive) {
         co_await CloseGracefully(c);
         co_return;
@@ -848,10 +855,9 @@ asio::awaitable<void> HttpServer::Impl::Session(std::shared_ptr<Conn> c) {
 
     const uint64_t limit = options.max_body_bytes;
     if (auto length = parser.content_length(); length && *length > limit) {
-      co_await SendErrorAndClose(c, 413,
-                                 "request body is " + std::to_string(*length) +
-                                     " bytes; the limit is " + std::to_string(limit) + " bytes",
-                                 ctx);
+      std::string message = "request body is " + std::to_string(*length) +
+                            " bytes; the limit is " + std::to_string(limit) + " bytes";
+      co_await SendErrorAndClose(c, 413, std::move(message), ctx);
       co_return;
     }
     if (!parser.is_done()) {
@@ -864,11 +870,12 @@ asio::awaitable<void> HttpServer::Impl::Session(std::shared_ptr<Conn> c) {
       auto [ec, n] = co_await http::async_read(stream, c->buffer, parser, kTuple);
       if (ec) {
         if (ec == http::error::body_limit) {
-          co_await SendErrorAndClose(
-              c, 413, "request body exceeds the limit of " + std::to_string(limit) + " bytes",
-              ctx);
+          std::string message =
+              "request body exceeds the limit of " + std::to_string(limit) + " bytes";
+          co_await SendErrorAndClose(c, 413, std::move(message), ctx);
         } else if (IsHttpParseError(ec)) {
-          co_await SendErrorAndClose(c, 400, "malformed HTTP request body: " + ec.message(), ctx);
+          std::string message = "malformed HTTP request body: " + ec.message();
+          co_await SendErrorAndClose(c, 400, std::move(message), ctx);
         }
         co_return;
       }

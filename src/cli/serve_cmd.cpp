@@ -19,7 +19,7 @@ struct ServeOptions {
   std::vector<std::string> models;
   std::string models_dir;
   std::string host;
-  int port = 0;
+  int port = -1;  // -1: HEARTH_HOST's port, else 11434
   std::string api_key;
   std::vector<std::string> allow_origins;
   std::vector<std::string> allow_hosts;
@@ -45,14 +45,14 @@ void ApplyHostEnv(ServeOptions& o) {
     port = v.substr(v.find(':') + 1);
   }
   if (o.host.empty()) o.host = host;
-  if (o.port == 0 && !port.empty()) o.port = std::atoi(port.c_str());
+  if (o.port < 0 && !port.empty()) o.port = std::atoi(port.c_str());
 }
 
 int Serve(ServeOptions o) {
   ApplyHostEnv(o);
   if (o.host.empty()) o.host = "127.0.0.1";
   if (o.host.size() > 2 && o.host.front() == '[' && o.host.back() == ']') o.host = o.host.substr(1, o.host.size() - 2);
-  if (o.port == 0) o.port = 11434;
+  if (o.port < 0) o.port = 11434;
   if (o.api_key.empty()) {
     if (const char* key = std::getenv("HEARTH_API_KEY")) o.api_key = key;
   }
@@ -126,7 +126,7 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("-m,--model", o->models, "GGUF model file, or NAME=FILE (repeatable)");
   cmd->add_option("--models-dir", o->models_dir, "serve every *.gguf in this directory")->check(CLI::ExistingDirectory);
   cmd->add_option("--host", o->host, "address to bind (default 127.0.0.1; env HEARTH_HOST)");
-  cmd->add_option("--port", o->port, "port (default 11434, Ollama's)")->check(CLI::Range(1, 65535));
+  cmd->add_option("--port", o->port, "port (default 11434, Ollama's; 0 picks a free one)")->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", o->api_key, "require this bearer key (env HEARTH_API_KEY); needed off loopback");
   cmd->add_option("--allow-origin", o->allow_origins, "a browser origin allowed to call the API (repeatable)");
   cmd->add_option("--allow-host", o->allow_hosts, "an extra Host header name to accept (repeatable)");
