@@ -3,13 +3,19 @@
 # same suite's model-file tests under AddressSanitizer + UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+# Real client libraries for the HTTP tests (pinned by tests/node/package-lock.json).
+if [ -f tests/node/package-lock.json ]; then
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+fi
 bash scripts/build.sh
 jobs=$(nproc)
 echo "== C++ tests (Release)"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
 echo "== C++ tests under AddressSanitizer + UBSan (engine, model files, generator)"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEARTH_SANITIZE=ON >/dev/null
+# Release flags for llama.cpp (so ccache reuses its objects); hearth's own code gets -g + sanitizers.
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_SANITIZE=ON >/dev/null
 cmake --build build-asan --target hearth_tests
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -R 'GgufCheck|Engine|TextStream|GenModel'

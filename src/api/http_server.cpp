@@ -705,8 +705,7 @@ asio::awaitable<bool> HttpServer::Impl::WriteFull(const std::shared_ptr<Conn>& c
 // connection is gone (false).
 asio::awaitable<bool> HttpServer::Impl::Deliver(const std::shared_ptr<Conn>& c, ResponderImpl& r,
                                                 RequestContext& ctx) {
-  bool started = false;  // a response (whole or streamed) has been started
-  bool streaming = false;
+  bool streaming = false;  // Begin() was written
   bool chunked = false;
   std::string batch;  // encoded chunks not yet written
   auto flush = [&]() -> asio::awaitable<bool> {
@@ -732,12 +731,12 @@ asio::awaitable<bool> HttpServer::Impl::Deliver(const std::shared_ptr<Conn>& c, 
     }
     for (Action& a : actions) {
       switch (a.kind) {
-        case Action::Kind::kFull:
-          started = true;
+        case Action::Kind::kFull: {
           const bool written = co_await WriteFull(c, std::move(a.response), ctx);
           co_return written;
+        }
         case Action::Kind::kBegin: {
-          started = streaming = true;
+          streaming = true;
           if (a.response.status < 100 || a.response.status > 999) a.response.status = 500;
           chunked = ctx.version >= 11;
           if (!chunked) ctx.keep_alive = false;  // HTTP/1.0: the body ends at close
@@ -773,14 +772,13 @@ asio::awaitable<bool> HttpServer::Impl::Deliver(const std::shared_ptr<Conn>& c, 
             end_stream();
             co_return co_await flush();
           }
-          if (!started) {
+          {  // nothing was answered (a whole response returns above)
             std::string message = "handler produced no response";
             if (!a.response.body.empty()) message = "handler failed: " + a.response.body;
             HttpResponse response = ErrorResponse(500, message);
             const bool written = co_await WriteFull(c, std::move(response), ctx);
             co_return written;
           }
-          co_return true;
       }
     }
     if (!co_await flush()) co_return false;
