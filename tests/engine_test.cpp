@@ -402,3 +402,42 @@ TEST(Engine, CorruptModelFilesGiveErrorsNotCrashes) {
   EXPECT_THROW(Model::Load((fs::path(TempDir()) / "missing.gguf").string()), EngineError);
   EXPECT_THROW(Model::Load(TempDir()), EngineError);
 }
+
+TEST(Engine, ShiftedTailReuseEvaluatesOnlyTheEdit) {
+  HEARTH_REQUIRE_STORIES(path);
+  auto model = LoadStories(path);
+  SchedulerOptions o = SmallOptions();
+  o.n_ctx = 512;
+  o.cache_reuse_min_tokens = 8;
+  Scheduler s(model, o);
+  const std::string head = "Once upon a time, there was a little girl named Lily.";
+  const std::string tail =
+      " She loved to play outside in the park with her friends. One day, she saw a big red ball in the "
+      "grass. She ran to get it and kicked it very high. The ball flew over the fence and into the garden.";
+  auto request = [&](const std::string& middle) {
+    GenerationRequest r = Greedy(*model, head + middle + tail, 8);
+    r.reuse_shifted_cache = true;
+    return r;
+  };
+  GenerationResult first = s.Generate(request(" Lily had a cat."));
+  EXPECT_EQ(first.stats.cached_tokens, 0);
+  // Typing at the "cursor": the middle grows; head and tail are unchanged.
+  GenerationResult second = s.Generate(request(" Lily had a cat named Tom."));
+  const int32_t tail_tokens = static_cast<int32_t>(model->Tokenize(tail, false, false).size());
+  EXPECT_GE(second.stats.cached_tokens, second.stats.prompt_tokens - 8) << "only the edit and the last token are evaluated";
+  EXPECT_GT(second.stats.cached_tokens, tail_tokens);
+  EXPECT_EQ(second.stats.completion_tokens, 8);
+  // Deleting text shifts the tail the other way.
+  GenerationResult third = s.Generate(request(" Lily had a dog."));
+  EXPECT_GT(third.stats.cached_tokens, tail_tokens);
+  // Without the flag the same edit re-evaluates the tail exactly.
+  GenerationRequest exact = Greedy(*model, head + " Lily had a bird." + tail, 8);
+  GenerationResult cold;
+  {
+    Scheduler fresh(model, o);
+    cold = fresh.Generate(Greedy(*model, head + " Lily had a bird." + tail, 8));
+  }
+  GenerationResult warm = s.Generate(std::move(exact));
+  EXPECT_LT(warm.stats.cached_tokens, warm.stats.prompt_tokens - tail_tokens);
+  EXPECT_EQ(warm.text, cold.text);
+}

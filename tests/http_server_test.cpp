@@ -284,6 +284,29 @@ TEST(HttpServer, HandlerContentTypeWins) {
   EXPECT_EQ(r->body, "plain");
 }
 
+TEST(HttpServer, HandlerCannotBreakFramingOrInjectHeaders) {
+  auto server = StartServer([](const HttpRequest&, Responder& r) {
+    r.Respond({200,
+               {{"X-Ok", "fine"},
+                {"X-Bad", "a\r\nX-Injected: 1"},
+                {"Bad Name", "x"},
+                {"Content-Length", "1000"},
+                {"Connection", "close"}},
+               "body"});
+  });
+  Client c(server->port());
+  ASSERT_TRUE(c.Send(Request("GET", "/")));
+  auto r = c.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->Header("X-Ok"), "fine");
+  EXPECT_FALSE(r->HasHeader("X-Injected"));
+  EXPECT_FALSE(r->HasHeader("X-Bad"));
+  EXPECT_EQ(r->Header("Content-Length"), "4");
+  EXPECT_EQ(r->body, "body");
+  ASSERT_TRUE(c.Send(Request("GET", "/")));  // still kept alive
+  ASSERT_TRUE(c.ReadResponse());
+}
+
 TEST(HttpServer, KeepAliveServesTwoRequestsOnOneConnection) {
   std::atomic<int> calls{0};
   auto server = StartServer([&](const HttpRequest& req, Responder& r) {
@@ -397,7 +420,8 @@ TEST(HttpServer, ClientDisconnectMidStreamCancelsQuickly) {
   std::atomic<Clock::rep> cancelled_at{0};
   std::atomic<bool> write_after_cancel{true};
   std::atomic<bool> flag_matches{false};
-  auto server = StartServer([&](const HttpRequest&, Responder& r) {
+  auto server = StartServer([&](const HttpRequest& req, Responder& r) {
+    if (req.path == "/ping") return RespondOk(req, r);
     auto flag = r.cancel_flag();
     r.Begin(200, {{"Content-Type", "application/x-ndjson"}});
     r.Write("tick\n");
@@ -419,8 +443,9 @@ TEST(HttpServer, ClientDisconnectMidStreamCancelsQuickly) {
   EXPECT_TRUE(flag_matches.load());
   EXPECT_FALSE(write_after_cancel.load());
   // The server keeps serving.
-  auto r = Fetch(server->port(), Request("GET", "/"));
+  auto r = Fetch(server->port(), Request("GET", "/ping"));
   ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
 }
 
 TEST(HttpServer, ClientDisconnectWhileNonStreamingHandlerBlocksCancels) {

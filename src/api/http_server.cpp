@@ -176,6 +176,19 @@ bool NoBodyStatus(int status) { return status / 100 == 1 || status == 204 || sta
 
 bool HasCrLf(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
 
+// An RFC 9110 token: visible ASCII except delimiters.
+bool ValidHeaderName(std::string_view name) {
+  if (name.empty()) return false;
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c >= 0x7f || std::string_view("\"(),/:;<=>?@[\\]{}").find(ch) !=
+                                      std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Header names the server owns; handler values for them are ignored.
 bool ServerOwnedHeader(std::string_view name) {
   return IEquals(name, "Content-Length") || IEquals(name, "Transfer-Encoding") ||
@@ -332,7 +345,10 @@ template <class Body>
 void ApplyHeaders(http::response<Body>& res, const Headers& headers, const RequestContext& ctx) {
   bool has_type = false;
   for (const auto& [name, value] : headers) {
-    if (name.empty() || HasCrLf(name) || HasCrLf(value) || ServerOwnedHeader(name)) continue;
+    if (!ValidHeaderName(name) || HasCrLf(value) || ServerOwnedHeader(name)) {
+      if (!ServerOwnedHeader(name)) Log("dropped an invalid response header from the handler");
+      continue;
+    }
     if (IEquals(name, "Content-Type")) has_type = true;
     res.insert(name, value);
   }

@@ -28,6 +28,7 @@ struct ServeOptions {
   int32_t threads = 0;
   int32_t queue = 64;
   int64_t keep_alive = 300;
+  int32_t cache_reuse = 32;
   bool verbose = false;
 };
 
@@ -63,6 +64,7 @@ int Serve(ServeOptions o) {
   po.scheduler.n_slots = o.parallel;
   po.scheduler.n_threads = o.threads;
   po.scheduler.queue_capacity = o.queue;
+  po.scheduler.cache_reuse_min_tokens = o.cache_reuse;
   po.default_keep_alive = std::chrono::seconds(o.keep_alive);
   engine::ModelPool pool(po);
   std::string default_model;
@@ -135,6 +137,9 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--threads", o->threads, "threads (default: physical cores)")->check(CLI::Range(0, 1024));
   cmd->add_option("--queue", o->queue, "requests that may wait per model before 503")->check(CLI::Range(0, 100000));
   cmd->add_option("--keep-alive", o->keep_alive, "seconds an idle model stays loaded (-1 forever)")->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
+  cmd->add_option("--cache-reuse", o->cache_reuse,
+                  "infill: reuse an unchanged prompt tail of at least this many tokens by shifting it (0: exact, re-evaluate)")
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_flag("-v,--verbose", o->verbose, "show llama.cpp warnings");
   cmd->callback([o] {
     int rc = Serve(*o);

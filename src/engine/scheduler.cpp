@@ -121,7 +121,16 @@ struct Slot {
   std::shared_ptr<Job> job;
   SamplerPtr sampler;
   std::unique_ptr<TextStream> stream;
-  size_t prompt_pos = 0;      // next prompt token to evaluate
+  std::vector<int32_t> pending;  // prompt positions still to evaluate (ascending; last = final token)
+  size_t pending_next = 0;
+  size_t prompt_len = 0;      // how much of `cached` is the last job's prompt
+  size_t shared_until = 0;    // cells below this position may be shared with other slots
+  // A reused prompt tail parked in `scratch_seq`, spliced back in at `splice_at` once the
+  // edited tokens before it are evaluated (llama.cpp needs consecutive positions).
+  llama_seq_id scratch_seq = 0;
+  bool splice_pending = false;
+  int32_t splice_at = 0;
+  int32_t splice_len = 0;
   bool has_next = false;      // a sampled token waits to be evaluated
   Token next = kNoToken;
   int32_t batch_index = -1;   // where this slot's logits are in the current batch
@@ -168,13 +177,16 @@ struct Scheduler::Impl {
   void Finish(Slot& slot, FinishReason reason, const std::string& error = {});
   void Emit(Slot& slot, Token token);
   int32_t ChooseWidth(int32_t candidates);
+  // Keeps the unchanged tail of the slot's previous prompt by shifting it; returns how many
+  // tokens were kept (0: nothing done) and fills `pending` with the positions to evaluate.
+  size_t ReuseShiftedTail(Slot& slot, const std::vector<Token>& prompt, size_t prefix, std::vector<int32_t>& pending);
   bool Step();
 };
 
 Scheduler::Scheduler(std::shared_ptr<Model> model, const SchedulerOptions& options)
     : model_(std::move(model)), options_(options), impl_(std::make_unique<Impl>()) {
-  if (options_.n_slots < 1 || options_.n_slots > 256) {
-    throw EngineError(ErrorKind::kInvalidRequest, "n_slots must be between 1 and 256");
+  if (options_.n_slots < 1 || options_.n_slots > 128) {
+    throw EngineError(ErrorKind::kInvalidRequest, "n_slots must be between 1 and 128");
   }
   if (options_.n_ctx < 16) throw EngineError(ErrorKind::kInvalidRequest, "n_ctx must be at least 16");
   if (options_.n_batch < 1) throw EngineError(ErrorKind::kInvalidRequest, "n_batch must be at least 1");
@@ -188,7 +200,7 @@ Scheduler::Scheduler(std::shared_ptr<Model> model, const SchedulerOptions& optio
   params.n_ctx = static_cast<uint32_t>(options_.n_ctx) * static_cast<uint32_t>(options_.n_slots);
   params.n_batch = static_cast<uint32_t>(std::max(options_.n_batch, options_.n_slots));
   params.n_ubatch = params.n_batch;
-  params.n_seq_max = static_cast<uint32_t>(options_.n_slots);
+  params.n_seq_max = static_cast<uint32_t>(2 * options_.n_slots);  // a scratch sequence per slot
   params.n_threads = options_.n_threads;
   params.n_threads_batch = options_.n_threads;
   // One unified KV buffer lets sequences share cached prefixes (seq_cp is metadata only).
@@ -203,7 +215,10 @@ Scheduler::Scheduler(std::shared_ptr<Model> model, const SchedulerOptions& optio
   s.memory = llama_get_memory(s.ctx);
   s.batch = llama_batch_init(static_cast<int32_t>(params.n_batch), 0, 1);
   s.slots.resize(static_cast<size_t>(options_.n_slots));
-  for (size_t i = 0; i < s.slots.size(); ++i) s.slots[i].seq = static_cast<llama_seq_id>(i);
+  for (size_t i = 0; i < s.slots.size(); ++i) {
+    s.slots[i].seq = static_cast<llama_seq_id>(i);
+    s.slots[i].scratch_seq = static_cast<llama_seq_id>(i + s.slots.size());
+  }
   s.step_ms.assign(s.slots.size(), 0.0);
   s.step_samples.assign(s.slots.size(), 0);
   s.worker = std::thread([this] { impl_->Run(); });
@@ -332,20 +347,31 @@ void Scheduler::Impl::Admit(std::shared_ptr<Job> job) {
   source_len = std::min(source_len, limit);
   target_len = std::min(target_len, limit);
   size_t reused = target_len;
+  std::vector<int32_t> pending;
   if (source != nullptr && source != target && source_len > target_len) {
     llama_memory_seq_rm(memory, target->seq, -1, -1);
     llama_memory_seq_cp(memory, source->seq, target->seq, 0, static_cast<llama_pos>(source_len));
     target->cached.assign(prompt.begin(), prompt.begin() + static_cast<ptrdiff_t>(source_len));
+    target->shared_until = source_len;
+    source->shared_until = std::max(source->shared_until, source_len);
     reused = source_len;
+  } else if (size_t shifted = job->request_.reuse_shifted_cache ? ReuseShiftedTail(*target, prompt, reused, pending) : 0;
+             shifted > 0) {
+    job->result_.stats.cached_tokens = static_cast<int32_t>(reused + shifted);
   } else if (!llama_memory_seq_rm(memory, target->seq, static_cast<llama_pos>(reused), -1)) {
     llama_memory_seq_rm(memory, target->seq, -1, -1);  // partial removal unsupported: start over
     reused = 0;
   }
   target->cached.resize(reused);
+  target->shared_until = std::min(target->shared_until, reused);
+  if (pending.empty()) {
+    for (size_t i = reused; i < prompt.size(); ++i) pending.push_back(static_cast<int32_t>(i));
+  }
 
   Slot& slot = *target;
   slot.job = job;
-  slot.prompt_pos = reused;
+  slot.pending = std::move(pending);
+  slot.pending_next = 0;
   slot.has_next = false;
   slot.has_first_token = false;
   slot.at_document_start = model->info().strip_leading_space && model->Detokenize(prompt).empty();
@@ -354,13 +380,13 @@ void Scheduler::Impl::Admit(std::shared_ptr<Job> job) {
   slot.sampler = MakeSampler(*model, job->request_.sampling);
   slot.last_used = ++use_counter;
   job->result_.stats.prompt_tokens = static_cast<int32_t>(prompt.size());
-  job->result_.stats.cached_tokens = static_cast<int32_t>(reused);
+  job->result_.stats.cached_tokens = static_cast<int32_t>(prompt.size() - slot.pending.size());
   job->result_.stats.queue_ms = MsBetween(job->submitted_, slot.admitted);
   {
     std::lock_guard<std::mutex> lock(mutex);
     ++running;
     prompt_tokens += prompt.size();
-    cached_tokens += reused;
+    cached_tokens += prompt.size() - slot.pending.size();
   }
   if (job->request_.sampling.max_tokens == 0) Finish(slot, FinishReason::kLength);
 }
@@ -381,6 +407,17 @@ void Scheduler::Impl::Finish(Slot& slot, FinishReason reason, const std::string&
     result.stats.generation_ms = MsBetween(slot.first_token, now);
   } else {
     result.stats.prompt_ms = MsBetween(slot.admitted, now);
+  }
+  if (slot.pending_next < slot.pending.size()) {
+    // Stopped before its prompt was evaluated: keep only the contiguous evaluated prefix.
+    llama_memory_seq_rm(memory, slot.seq, static_cast<llama_pos>(slot.cached.size()), -1);
+    slot.prompt_len = slot.cached.size();
+    slot.pending.clear();
+    slot.pending_next = 0;
+  }
+  if (slot.splice_pending) {
+    llama_memory_seq_rm(memory, slot.scratch_seq, -1, -1);
+    slot.splice_pending = false;
   }
   result.finish = reason;
   result.error = error;
@@ -493,13 +530,24 @@ bool Scheduler::Impl::Step() {
   for (Slot& slot : slots) {
     if (!slot.job || slot.has_next || b.n_tokens >= capacity) continue;
     const std::vector<Token>& prompt = slot.job->request_.prompt;
-    size_t start = slot.prompt_pos;
-    size_t n = std::min(prompt.size() - start, static_cast<size_t>(capacity - b.n_tokens));
+    if (slot.splice_pending && slot.pending[slot.pending_next] >= slot.splice_at) {
+      // Everything before the parked tail is evaluated: put the tail back.
+      llama_memory_seq_cp(memory, slot.scratch_seq, slot.seq, slot.splice_at, slot.splice_at + slot.splice_len);
+      llama_memory_seq_rm(memory, slot.scratch_seq, -1, -1);
+      slot.splice_pending = false;
+    }
+    size_t end = slot.pending.size();
+    if (slot.splice_pending) {
+      end = slot.pending_next;
+      while (end < slot.pending.size() && slot.pending[end] < slot.splice_at) ++end;
+    }
+    size_t n = std::min(end - slot.pending_next, static_cast<size_t>(capacity - b.n_tokens));
     if (n == 0) continue;
     slot.batch_index = -1;
-    for (size_t k = 0; k < n; ++k) {
-      bool last = start + k + 1 == prompt.size();
-      int32_t i = add(prompt[start + k], static_cast<llama_pos>(start + k), slot.seq, last);
+    for (size_t k = slot.pending_next; k < slot.pending_next + n; ++k) {
+      bool last = k + 1 == slot.pending.size();
+      int32_t pos = slot.pending[k];
+      int32_t i = add(prompt[static_cast<size_t>(pos)], pos, slot.seq, last);
       if (last) slot.batch_index = i;
     }
     prefills.emplace_back(&slot, n);
@@ -543,15 +591,58 @@ bool Scheduler::Impl::Step() {
   }
   for (auto& [slot, n] : prefills) {
     const std::vector<Token>& prompt = slot->job->request_.prompt;
-    slot->cached.insert(slot->cached.end(), prompt.begin() + static_cast<ptrdiff_t>(slot->prompt_pos),
-                        prompt.begin() + static_cast<ptrdiff_t>(slot->prompt_pos + n));
-    slot->prompt_pos += n;
-    if (slot->prompt_pos == prompt.size()) {
+    // `cached` mirrors only the contiguous evaluated prefix; other requests may copy it.
+    for (size_t k = slot->pending_next; k < slot->pending_next + n; ++k) {
+      if (static_cast<size_t>(slot->pending[k]) == slot->cached.size()) slot->cached.push_back(prompt[slot->cached.size()]);
+    }
+    if (slot->splice_pending && slot->pending_next + n < slot->pending.size() &&
+        slot->pending[slot->pending_next + n] >= slot->splice_at) {
+      // Splice now so the next step can continue right after the tail.
+      llama_memory_seq_cp(memory, slot->scratch_seq, slot->seq, slot->splice_at, slot->splice_at + slot->splice_len);
+      llama_memory_seq_rm(memory, slot->scratch_seq, -1, -1);
+      slot->splice_pending = false;
+    }
+    slot->pending_next += n;
+    if (slot->pending_next == slot->pending.size()) {
+      slot->cached = prompt;
+      slot->prompt_len = prompt.size();
       Token token = llama_sampler_sample(slot->sampler.get(), ctx, slot->batch_index);
       Emit(*slot, token);
     }
   }
   return true;
+}
+
+size_t Scheduler::Impl::ReuseShiftedTail(Slot& slot, const std::vector<Token>& prompt, size_t prefix,
+                                         std::vector<int32_t>& pending) {
+  if (options.cache_reuse_min_tokens <= 0 || !llama_memory_can_shift(memory)) return 0;
+  const std::vector<Token>& old = slot.cached;
+  size_t old_len = std::min(slot.prompt_len, old.size());
+  size_t new_len = prompt.size();
+  if (old_len <= prefix + 1) return 0;
+  // The edit sits between the common prefix and the common tail.
+  size_t tail = 0;
+  while (tail < old_len - prefix && tail < new_len - prefix && old[old_len - 1 - tail] == prompt[new_len - 1 - tail]) ++tail;
+  if (tail < 2) return 0;
+  size_t chunk = tail - 1;  // the final prompt token is evaluated again for its logits
+  size_t old_start = old_len - tail, new_start = new_len - tail;
+  if (chunk < static_cast<size_t>(options.cache_reuse_min_tokens) || old_start < slot.shared_until) return 0;
+  // Park the tail in the scratch sequence at its new positions; the slot keeps the prefix.
+  llama_seq_id seq = slot.seq, scratch = slot.scratch_seq;
+  llama_memory_seq_rm(memory, scratch, -1, -1);
+  llama_memory_seq_cp(memory, seq, scratch, static_cast<llama_pos>(old_start), static_cast<llama_pos>(old_start + chunk));
+  if (!llama_memory_seq_rm(memory, seq, static_cast<llama_pos>(prefix), -1)) {
+    llama_memory_seq_rm(memory, scratch, -1, -1);
+    return 0;
+  }
+  llama_memory_seq_add(memory, scratch, static_cast<llama_pos>(old_start), static_cast<llama_pos>(old_start + chunk),
+                       static_cast<llama_pos>(new_start) - static_cast<llama_pos>(old_start));
+  slot.splice_pending = true;
+  slot.splice_at = static_cast<int32_t>(new_start);
+  slot.splice_len = static_cast<int32_t>(chunk);
+  for (size_t i = prefix; i < new_start; ++i) pending.push_back(static_cast<int32_t>(i));
+  pending.push_back(static_cast<int32_t>(new_len - 1));
+  return chunk;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -61,6 +61,11 @@ struct GenerationRequest {
   std::function<bool(std::string_view text)> on_text;
   // Set from any thread to cancel; honoured within one decode step.
   std::shared_ptr<std::atomic<bool>> cancel;
+  // Autocomplete: besides the common prefix, also reuse the cached tail of the previous
+  // prompt when only a middle part changed (an edit at the cursor in a FIM prompt), by
+  // shifting its KV entries to their new positions. Much faster, but not bit-exact: the
+  // reused tail was computed before the edit. Needs SchedulerOptions::cache_reuse_min_tokens.
+  bool reuse_shifted_cache = false;
 };
 
 // A submitted request. Wait() blocks until it finishes.
@@ -91,6 +96,7 @@ struct SchedulerOptions {
   int32_t queue_capacity = 64;  // waiting jobs beyond the slots; more -> kOverloaded
   BatchPolicy batch_policy = BatchPolicy::kAdaptive;
   bool prefix_cache = true;
+  int32_t cache_reuse_min_tokens = 32;  // smallest shifted tail worth reusing; 0 disables
 };
 
 struct SlotState {

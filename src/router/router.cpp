@@ -96,6 +96,9 @@ InferenceResult Router::Generate(const InferenceRequest& request, const Generati
   engine::GenerationRequest g;
   g.prompt = BuildPrompt(lease->model(), request);
   g.sampling = request.sampling;
+  // Autocomplete re-sends the same file with a small edit at the cursor: reuse the unchanged
+  // tail of the previous prompt too (see Scheduler's cache_reuse_min_tokens).
+  g.reuse_shifted_cache = request.endpoint == Endpoint::kInfill;
   if (callbacks.on_route) callbacks.on_route(result.route);
   g.on_text = callbacks.on_text;
   g.cancel = std::move(cancel);
