@@ -301,6 +301,7 @@ TEST(HttpServer, HandlerCannotBreakFramingOrInjectHeaders) {
   EXPECT_EQ(r->Header("X-Ok"), "fine");
   EXPECT_FALSE(r->HasHeader("X-Injected"));
   EXPECT_FALSE(r->HasHeader("X-Bad"));
+  EXPECT_FALSE(r->HasHeader("Bad Name"));
   EXPECT_EQ(r->Header("Content-Length"), "4");
   EXPECT_EQ(r->body, "body");
   ASSERT_TRUE(c.Send(Request("GET", "/")));  // still kept alive
