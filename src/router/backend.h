@@ -1,0 +1,112 @@
+// Remote backends: OpenAI-compatible and Anthropic cloud APIs, and other servers (another
+// hearth, llama-server, vLLM, Ollama). Every outbound byte goes through Egress, the one
+// component that opens connections, and only to hosts on its allowlist (empty by default:
+// no outbound connection at all). Requests reaching a backend are already redacted.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "router/request.h"
+
+namespace hearth::router {
+
+// One outbound HTTP exchange as Egress performed (or refused) it.
+struct EgressAttempt {
+  std::chrono::system_clock::time_point time;
+  std::string host;
+  std::string url;
+  bool allowed = false;
+  int status = 0;       // HTTP status; 0 when refused or the connection failed
+  uint64_t bytes_sent = 0;
+  std::string error;
+};
+
+struct EgressResponse {
+  int status = 0;
+  std::string retry_after;  // the Retry-After header, when present
+  std::string body;         // non-streaming body, or the error body of a failed stream
+};
+
+class Egress {
+ public:
+  // hosts: exact host names (e.g. "api.openai.com") or "127.0.0.1:PORT"; "*" is rejected.
+  explicit Egress(std::vector<std::string> allowed_hosts);
+  bool IsAllowed(const std::string& url) const;
+  // POSTs `body`; streams the response body to on_data as it arrives (return false to
+  // abort). Honours HTTPS_PROXY via libcurl. Throws EgressDenied for a host not on the
+  // allowlist (the attempt is still recorded). connect/read timeouts in milliseconds.
+  EgressResponse Post(const std::string& url, const std::vector<std::string>& headers, const std::string& body,
+                      const std::function<bool(std::string_view)>& on_data,
+                      const std::shared_ptr<std::atomic<bool>>& cancel, int connect_timeout_ms, int read_timeout_ms);
+  std::vector<EgressAttempt> attempts() const;  // most recent last (bounded history)
+  const std::vector<std::string>& allowed_hosts() const { return allowed_; }
+
+ private:
+  std::vector<std::string> allowed_;
+  mutable std::mutex mutex_;
+  std::vector<EgressAttempt> attempts_;
+};
+
+class EgressDenied : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct BackendConfig {
+  std::string name;             // how policy rules refer to it
+  std::string type;             // "openai" | "anthropic" | "ollama"
+  std::string url;              // base URL, e.g. https://api.openai.com/v1
+  std::string model;            // remote model name
+  std::string api_key_env;      // environment variable holding the key
+  std::string api_key_file;     // or a file holding it (never the policy file itself)
+  double input_usd_per_mtok = 0;
+  double output_usd_per_mtok = 0;
+  int connect_timeout_ms = 5000;
+  int read_timeout_ms = 60000;  // no byte for this long: a stall
+  int max_retries = 2;          // for 429/5xx/timeouts, with backoff honouring Retry-After
+  int breaker_failures = 3;     // consecutive failures that open the circuit
+  int breaker_open_seconds = 30;
+};
+
+// What left the machine and what came back.
+struct RemoteResult {
+  std::string text;
+  std::string finish_reason;    // "stop" | "length"
+  int32_t prompt_tokens = 0;    // as the provider reported
+  int32_t completion_tokens = 0;
+  double ttft_ms = 0;
+  double total_ms = 0;
+  uint64_t bytes_sent = 0;      // request bodies of all attempts
+  std::string sent_sha256;      // sha256 of the (last) request body sent
+  int attempts = 0;
+  std::vector<std::string> notes;  // "retry after 429 (Retry-After 1s)", ...
+};
+
+// A transient failure after all retries, or an open circuit: the router falls back to local.
+class BackendUnavailable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class RemoteBackend {
+ public:
+  virtual ~RemoteBackend() = default;
+  // Streams the completion of `messages` (already redacted) through on_text. Throws
+  // BackendUnavailable (transient: retries exhausted, circuit open, timeouts) or
+  // std::runtime_error (permanent: 4xx other than 429, bad key).
+  virtual RemoteResult Chat(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& sampling,
+                            const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel) = 0;
+  virtual const BackendConfig& config() const = 0;
+  virtual bool circuit_open() const = 0;
+};
+
+// Throws std::invalid_argument for an unknown type or a missing key (naming the env var).
+std::unique_ptr<RemoteBackend> MakeBackend(const BackendConfig& config, Egress& egress);
+
+}  // namespace hearth::router
