@@ -250,6 +250,7 @@ int RunHandler(ErrorStyle style, Responder& responder, const std::function<void(
       case ErrorKind::kContextOverflow:
       case ErrorKind::kUnsupported: status = 400; break;
       case ErrorKind::kNotFound: status = 404; break;
+      case ErrorKind::kDenied: status = 403; break;
       case ErrorKind::kOverloaded: status = 503; break;
       case ErrorKind::kInvalidModel:
       case ErrorKind::kInternal: status = 500; break;
@@ -274,6 +275,9 @@ router::ClientContext ClientFromRequest(const HttpRequest& request, const char* 
   c.surface = surface;
   c.project = request.Header("X-Hearth-Project");
   c.sensitivity = request.Header("X-Hearth-Sensitivity");
+  c.task = request.Header("X-Hearth-Task");
+  c.paths = request.Header("X-Hearth-Paths");
+  c.approval = request.Header("X-Hearth-Approval");
   c.remote_address = request.remote_address;
   return c;
 }

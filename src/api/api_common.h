@@ -103,5 +103,6 @@ using RouteTable = std::map<std::pair<std::string, std::string>, Handler>;  // (
 void AddOllamaRoutes(RouteTable& routes, router::Router& router, const ApiOptions& options);
 void AddOpenAIRoutes(RouteTable& routes, router::Router& router, const ApiOptions& options);
 void AddLlamaCppRoutes(RouteTable& routes, router::Router& router, const ApiOptions& options);
+void AddHearthRoutes(RouteTable& routes, router::Router& router, const ApiOptions& options);
 
 }  // namespace hearth::api

@@ -13,7 +13,9 @@ struct ApiServer::Impl {
 
   void Dispatch(const HttpRequest& request, Responder& out) {
     auto it = routes.find({request.method, request.path});
-    if (it == routes.end() && request.path.rfind("/v1/models/", 0) == 0) it = routes.find({request.method, "/v1/models/"});
+    for (const char* prefix : {"/v1/models/", "/hearth/approvals/"}) {
+      if (it == routes.end() && request.path.rfind(prefix, 0) == 0) it = routes.find({request.method, prefix});
+    }
     if (it == routes.end()) {
       bool other_method = false;
       for (const auto& [key, handler] : routes) other_method |= key.second == request.path;
@@ -54,6 +56,7 @@ ApiServer::ApiServer(ApiServerOptions options, router::Router& router) : impl_(s
   AddOllamaRoutes(impl_->routes, router, api);
   AddOpenAIRoutes(impl_->routes, router, api);
   AddLlamaCppRoutes(impl_->routes, router, api);
+  AddHearthRoutes(impl_->routes, router, api);
   impl_->routes[{"GET", "/metrics"}] = [&router](const HttpRequest&, Responder& out) {
     engine::SchedulerStats st = router.TotalStats();
     std::map<std::string, double> gauges = {{"hearth_requests_running", st.running},

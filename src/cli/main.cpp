@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/dev_cmd.h"
+#include "cli/gateway_cmd.h"
 #include "cli/run_cmd.h"
 #include "cli/serve_cmd.h"
 #include "engine/error.h"
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   hearth::cli::AddRunCommand(app);
   hearth::cli::AddServeCommand(app);
   hearth::cli::AddDevCommands(app);
+  hearth::cli::AddGatewayCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -29,6 +29,8 @@ struct ServeOptions {
   int32_t queue = 64;
   int64_t keep_alive = 300;
   int32_t cache_reuse = 32;
+  std::string policy;
+  std::string audit_db;
   bool verbose = false;
 };
 
@@ -47,6 +49,12 @@ void ApplyHostEnv(ServeOptions& o) {
   }
   if (o.host.empty()) o.host = host;
   if (o.port < 0 && !port.empty()) o.port = std::atoi(port.c_str());
+}
+
+std::string DefaultAuditPath() {
+  if (const char* p = std::getenv("HEARTH_AUDIT_DB"); p != nullptr && *p != '\0') return p;
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr ? home : ".") + "/.local/share/hearth/audit.db";
 }
 
 int Serve(ServeOptions o) {
@@ -88,7 +96,13 @@ int Serve(ServeOptions o) {
   } else {
     default_model = models.front().name;
   }
-  router::Router router(pool);
+  router::RouterOptions ro;
+  if (o.policy.empty()) {
+    if (const char* p = std::getenv("HEARTH_POLICY")) o.policy = p;
+  }
+  if (!o.policy.empty()) ro.policy = router::LoadPolicy(o.policy);  // PolicyError lists every problem
+  ro.audit_path = o.audit_db.empty() ? DefaultAuditPath() : o.audit_db;
+  router::Router router(pool, ro);
 
   api::ApiServerOptions ao;
   ao.http.host = o.host;
@@ -112,6 +126,8 @@ int Serve(ServeOptions o) {
                o.host.find(':') != std::string::npos ? "]" : "", server.port(), models.size(),
                models.size() == 1 ? "" : "s", default_model.c_str());
   for (const auto& m : models) std::fprintf(stderr, "hearth:   %s  %s\n", m.name.c_str(), m.path.c_str());
+  std::fprintf(stderr, "hearth: policy %s; egress %s; audit log %s\n", o.policy.empty() ? "(none: everything local)" : o.policy.c_str(),
+               ro.policy.egress_allow.empty() ? "none (no outbound connections)" : "allowlist only", ro.audit_path.c_str());
   std::fflush(stderr);
   int sig = 0;
   sigwait(&signals, &sig);
@@ -140,6 +156,9 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--cache-reuse", o->cache_reuse,
                   "infill: reuse an unchanged prompt tail of at least this many tokens by shifting it (0: exact, re-evaluate)")
       ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--policy", o->policy, "routing policy file (hearth.yaml; env HEARTH_POLICY); none: everything local")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--audit-db", o->audit_db, "audit log (env HEARTH_AUDIT_DB; default ~/.local/share/hearth/audit.db)");
   cmd->add_flag("-v,--verbose", o->verbose, "show llama.cpp warnings");
   cmd->callback([o] {
     int rc = Serve(*o);

@@ -14,6 +14,7 @@ enum class ErrorKind {
   kOverloaded,       // the request queue is full; retry later
   kUnsupported,      // the model cannot do this (e.g. FIM without FIM tokens)
   kNotFound,         // no model of that name is known
+  kDenied,           // the routing policy forbids this request
   kInternal,         // llama.cpp failed in a way the caller cannot fix
 };
 

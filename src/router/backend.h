@@ -6,10 +6,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "router/request.h"
@@ -31,12 +34,28 @@ struct EgressResponse {
   int status = 0;
   std::string retry_after;  // the Retry-After header, when present
   std::string body;         // non-streaming body, or the error body of a failed stream
+  // How the transfer ended (a status may be set and the transfer still break mid-stream).
+  enum class Failure {
+    kNone,       // completed
+    kConnect,    // could not resolve or connect (also the proxy)
+    kTimeout,    // connect timeout, or no byte for read_timeout_ms (a stall)
+    kCancelled,  // the cancel flag was set
+    kAborted,    // on_data returned false
+    kTls,        // TLS handshake or certificate verification failed
+    kOther,      // the connection broke (reset, truncated response, ...)
+  };
+  Failure failure = Failure::kNone;
+  std::string error;         // libcurl's description of the failure (never headers or body)
+  uint64_t bytes_sent = 0;   // request body bytes that left the machine in this exchange
 };
 
 class Egress {
  public:
   // hosts: exact host names (e.g. "api.openai.com") or "127.0.0.1:PORT"; "*" is rejected.
   explicit Egress(std::vector<std::string> allowed_hosts);
+  ~Egress();
+  Egress(const Egress&) = delete;
+  Egress& operator=(const Egress&) = delete;
   bool IsAllowed(const std::string& url) const;
   // POSTs `body`; streams the response body to on_data as it arrives (return false to
   // abort). Honours HTTPS_PROXY via libcurl. Throws EgressDenied for a host not on the
@@ -48,9 +67,14 @@ class Egress {
   const std::vector<std::string>& allowed_hosts() const { return allowed_; }
 
  private:
+  struct HandlePool;  // idle libcurl multi handles, whose connection caches keep connections alive
+
+  void Record(EgressAttempt attempt);
+
   std::vector<std::string> allowed_;
   mutable std::mutex mutex_;
   std::vector<EgressAttempt> attempts_;
+  std::unique_ptr<HandlePool> pool_;
 };
 
 class EgressDenied : public std::runtime_error {

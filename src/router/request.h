@@ -29,6 +29,9 @@ struct ClientContext {
   std::string user;         // from the API key, when keys are configured
   std::string project;      // X-Hearth-Project
   std::string sensitivity;  // X-Hearth-Sensitivity, e.g. "private"
+  std::string task;         // X-Hearth-Task: autocomplete | chat | edit | explain
+  std::string paths;        // X-Hearth-Paths: comma-separated files the request is about
+  std::string approval;     // X-Hearth-Approval: "yes" approves a header-approval rule
   std::string remote_address;
 };
 

@@ -1,6 +1,13 @@
 #include "router/router.h"
 
 #include <chrono>
+#include <map>
+
+#include "audit/audit_log.h"
+#include "router/backend.h"
+#include "router/classify.h"
+#include "router/redactor.h"
+#include "router/scanner.h"
 
 namespace hearth::router {
 
@@ -19,7 +26,6 @@ const char* EndpointName(Endpoint e) {
   return "unknown";
 }
 
-Router::Router(engine::ModelPool& pool) : pool_(pool) {}
 
 namespace {
 
@@ -83,7 +89,323 @@ std::vector<Token> Router::BuildPrompt(const engine::Model& model, const Inferen
   return tokens;
 }
 
+
+namespace {
+
+const char* KindName(FindingKind k) {
+  switch (k) {
+    case FindingKind::kSecret: return "secret";
+    case FindingKind::kPersonalData: return "personal";
+    case FindingKind::kCustom: return "custom";
+  }
+  return "custom";
+}
+
+}  // namespace
+
+ScannerConfig ScannerConfigOf(const Policy& p) {
+  ScannerConfig c;
+  for (const CustomPatternSpec& spec : p.custom_patterns) {
+    CustomPattern pattern;
+    pattern.name = spec.name;
+    pattern.regex = spec.regex;
+    pattern.kind = spec.kind == "secret" ? FindingKind::kSecret
+                   : spec.kind == "personal" ? FindingKind::kPersonalData
+                                             : FindingKind::kCustom;
+    c.custom.push_back(pattern);
+  }
+  c.sensitive_paths = p.sensitive_paths;
+  return c;
+}
+
+// Everything the pipeline learned and decided about one request, for the response and the
+// audit record.
+struct Router::Routed {
+  RouteExplanation explanation;
+  std::vector<Finding> findings;
+  std::string approval = "none";
+  std::vector<std::string> notes;
+  std::string sent_sha256;
+  uint64_t bytes_sent = 0;
+  double cost_usd = 0;
+  nlohmann::json redactions = nlohmann::json::array();
+  std::string sent_text;  // for store_prompts
+};
+
+Router::Router(engine::ModelPool& pool, RouterOptions options) : pool_(pool), options_(std::move(options)) {
+  scanner_ = std::make_unique<Scanner>(ScannerConfigOf(options_.policy));
+  egress_ = std::make_unique<Egress>(options_.policy.egress_allow);
+  for (const BackendConfig& b : options_.policy.backends) {
+    try {
+      backends_.push_back(MakeBackend(b, *egress_));
+    } catch (const std::invalid_argument& e) {
+      // Keep serving locally; requests routed to this backend say why they stayed local.
+      unusable_backends_[b.name] = e.what();
+      std::fprintf(stderr, "hearth: backend '%s' is unusable: %s\n", b.name.c_str(), e.what());
+    }
+  }
+  if (!options_.audit_path.empty()) {
+    audit::AuditOptions ao;
+    ao.store_prompts = options_.policy.store_prompts;
+    audit_ = audit::AuditLog::Open(options_.audit_path, ao);
+  }
+}
+
+Router::~Router() = default;
+
+Egress& Router::egress() { return *egress_; }
+
+RouteExplanation Router::Explain(const InferenceRequest& request) const {
+  return ExplainRoute(options_.policy, *scanner_, request);
+}
+
+RouteExplanation ExplainRoute(const Policy& policy, const Scanner& scanner, const InferenceRequest& request) {
+  RouteExplanation e;
+  e.task = ClassifyTask(request);
+  e.predicted_output_tokens = PredictOutputTokens(request, e.task);
+  e.paths = PathsNamed(request);
+  std::map<std::string, std::string> seen;
+  for (const std::string& text : RequestTexts(request)) {
+    for (const Finding& f : scanner.Scan(text)) seen.emplace(f.rule, KindName(f.kind));
+  }
+  for (const auto& [rule, kind] : seen) e.findings.push_back({rule, kind});
+  RouteFacts facts;
+  facts.task = e.task;
+  facts.predicted_output_tokens = e.predicted_output_tokens;
+  facts.model = request.model;
+  facts.user = request.client.user;
+  facts.project = request.client.project;
+  facts.sensitivity = request.client.sensitivity;
+  facts.paths = e.paths;
+  facts.findings = e.findings;
+  e.decision = Decide(policy, facts);
+  // Hard floors that no rule can lift.
+  if (request.client.sensitivity == "private") {
+    e.forced = "X-Hearth-Sensitivity: private keeps the request on this machine";
+  } else {
+    for (const std::string& p : e.paths) {
+      if (scanner.IsSensitivePath(p)) {
+        e.forced = "path " + p + " is a sensitive path (scanner.sensitive_paths)";
+        break;
+      }
+    }
+  }
+  if (!e.forced.empty() && e.decision.action != Action::kLocal && e.decision.action != Action::kDeny) {
+    e.decision.action = Action::kLocal;
+    e.decision.reason = e.forced;
+  }
+  if (request.endpoint == Endpoint::kInfill && (e.decision.action == Action::kCloud || e.decision.action == Action::kRedactThenCloud)) {
+    e.decision.action = Action::kLocal;
+    e.decision.reason = "fill-in-the-middle is served locally only";
+  }
+  return e;
+}
+
 InferenceResult Router::Generate(const InferenceRequest& request, const GenerationCallbacks& callbacks,
+                                 std::shared_ptr<std::atomic<bool>> cancel) {
+  auto t0 = std::chrono::steady_clock::now();
+  Routed routed;
+  routed.explanation = Explain(request);
+  const Decision& d = routed.explanation.decision;
+  if (!routed.explanation.forced.empty()) routed.notes.push_back(routed.explanation.forced);
+  InferenceResult result;
+  std::string status = "ok";
+  try {
+    if (d.action == Action::kDeny) {
+      result.route = "denied";
+      Audit(request, routed, result, "denied");
+      throw engine::EngineError(engine::ErrorKind::kDenied, "policy rule '" + d.rule + "' (line " + std::to_string(d.rule_line) +
+                                                                ") denies this request: " + d.reason);
+    }
+    bool served = false;
+    if (d.action == Action::kCloud || d.action == Action::kRedactThenCloud) {
+      served = RunCloud(request, callbacks, cancel, routed, result);
+    }
+    if (!served) {
+      try {
+        result = RunLocal(request, callbacks, cancel);
+      } catch (const engine::EngineError& e) {
+        if (e.kind() != engine::ErrorKind::kOverloaded) throw;
+        // Overflow: a request the policy would let leave may go to an allowed remote backend.
+        const std::string& overflow = options_.policy.default_backend;
+        if (overflow.empty() || !routed.explanation.forced.empty() || !routed.explanation.findings.empty() ||
+            request.endpoint == Endpoint::kInfill) {
+          throw;
+        }
+        routed.notes.push_back("local engine overloaded; overflow to backend '" + overflow + "'");
+        routed.explanation.decision.backend = overflow;
+        routed.explanation.decision.action = Action::kCloud;
+        if (!RunCloud(request, callbacks, cancel, routed, result)) throw;
+      }
+    }
+  } catch (const engine::EngineError& e) {
+    if (e.kind() != engine::ErrorKind::kDenied) {
+      result.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      Audit(request, routed, result, std::string("error: ") + e.what());
+    }
+    throw;
+  }
+  result.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (result.finish_reason == "cancelled") status = "cancelled";
+  Audit(request, routed, result, status);
+  return result;
+}
+
+bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks& callbacks,
+                      const std::shared_ptr<std::atomic<bool>>& cancel, Routed& routed, InferenceResult& result) {
+  const Decision& d = routed.explanation.decision;
+  RemoteBackend* backend = nullptr;
+  for (auto& b : backends_) {
+    if (b->config().name == d.backend) backend = b.get();
+  }
+  if (backend == nullptr) {
+    auto why = unusable_backends_.find(d.backend);
+    routed.notes.push_back("backend '" + d.backend + "' is " +
+                           (why == unusable_backends_.end() ? std::string("not configured") : "unusable (" + why->second + ")") +
+                           "; served locally");
+    return false;
+  }
+  if (backend->circuit_open()) {
+    routed.notes.push_back("circuit for backend '" + d.backend + "' is open; served locally");
+    return false;
+  }
+  // Approval.
+  if (d.approval == ApprovalMode::kHeader) {
+    std::string a = request.client.approval;
+    if (a != "yes" && a != "approve" && a != "approved" && a != "true") {
+      routed.approval = "header-missing";
+      routed.notes.push_back("rule '" + d.rule + "' needs X-Hearth-Approval: yes to leave the machine; served locally");
+      return false;
+    }
+    routed.approval = "header";
+  } else if (d.approval == ApprovalMode::kInteractive) {
+    if (approvals_.IsRemembered(request.client.project, d.backend)) {
+      routed.approval = "remembered";
+    } else {
+      PendingApproval p;
+      p.rule = d.rule;
+      p.backend = d.backend;
+      p.project = request.client.project;
+      p.user = request.client.user;
+      p.model = request.model;
+      size_t bytes = 0;
+      for (const std::string& t : RequestTexts(request)) bytes += t.size();
+      p.summary = std::to_string(bytes) + " bytes of " + TaskClassName(routed.explanation.task) + " request to '" +
+                  d.backend + "'; findings: " + std::to_string(routed.explanation.findings.size()) +
+                  (d.action == Action::kRedactThenCloud ? " (all redacted)" : " (secrets redacted)");
+      std::string who;
+      ApprovalOutcome outcome = approvals_.Request(p, std::chrono::seconds(options_.policy.approval_timeout_seconds), cancel, &who);
+      routed.approval = std::string(ApprovalOutcomeName(outcome)) + (who.empty() ? "" : ":" + who);
+      if (outcome != ApprovalOutcome::kApproved) {
+        routed.notes.push_back(std::string("approval ") + ApprovalOutcomeName(outcome) + "; served locally");
+        if (outcome == ApprovalOutcome::kTimedOut) routed.approval = "timeout-local";
+        return false;
+      }
+      if (d.remember_minutes > 0) approvals_.Remember(request.client.project, d.backend, std::chrono::minutes(d.remember_minutes));
+    }
+  }
+  // Redaction: secrets never leave; redact-then-cloud also removes personal and custom data.
+  Redaction redaction;
+  auto redact = [&](const std::string& text) {
+    std::vector<Finding> all = scanner_->Scan(text);
+    std::vector<Finding> chosen;
+    for (const Finding& f : all) {
+      routed.findings.push_back(f);
+      if (d.action == Action::kRedactThenCloud || f.kind == FindingKind::kSecret) chosen.push_back(f);
+    }
+    return redaction.Redact(text, chosen);
+  };
+  std::vector<engine::ChatMessage> messages;
+  std::string system = request.system;
+  if (!system.empty()) messages.push_back({"system", redact(system)});
+  for (const auto& m : request.messages) messages.push_back({m.role, redact(m.content)});
+  if (request.messages.empty()) messages.push_back({"user", redact(request.prompt)});
+  for (const auto& entry : redaction.mapping()) routed.redactions.push_back({{"placeholder", entry.first}});
+  for (const auto& m : messages) routed.sent_text += m.role + ": " + m.content + "\n";
+
+  if (callbacks.on_route) callbacks.on_route("cloud");
+  Restorer restorer(redaction.mapping());
+  TextSink sink = [&](std::string_view text) {
+    std::string restored = restorer.Push(text);
+    if (restored.empty() || !callbacks.on_text) return true;
+    return callbacks.on_text(restored);
+  };
+  RemoteResult remote;
+  try {
+    remote = backend->Chat(messages, request.sampling, sink, cancel);
+  } catch (const BackendUnavailable& e) {
+    routed.notes.push_back(std::string("backend '") + d.backend + "' unavailable (" + e.what() + "); served locally");
+    return false;
+  } catch (const EgressDenied& e) {
+    routed.notes.push_back(std::string("egress refused: ") + e.what() + "; served locally");
+    return false;
+  }
+  std::string tail = restorer.Flush();
+  if (!tail.empty() && callbacks.on_text) callbacks.on_text(tail);
+  for (const std::string& n : remote.notes) routed.notes.push_back(n);
+  routed.bytes_sent = remote.bytes_sent;
+  routed.sent_sha256 = remote.sent_sha256;
+  const BackendConfig& cfg = backend->config();
+  routed.cost_usd = (remote.prompt_tokens * cfg.input_usd_per_mtok + remote.completion_tokens * cfg.output_usd_per_mtok) / 1e6;
+  result.model = request.model;
+  result.route = "cloud";
+  result.backend = "cloud:" + cfg.name + "/" + cfg.model;
+  // The stream carried restored text; rebuild the full text the same way.
+  Restorer whole(redaction.mapping());
+  result.text = whole.Push(remote.text) + whole.Flush();
+  result.finish_reason = remote.finish_reason.empty() ? "stop" : remote.finish_reason;
+  result.prompt_tokens = remote.prompt_tokens;
+  result.completion_tokens = remote.completion_tokens;
+  result.ttft_ms = remote.ttft_ms;
+  result.generation_ms = remote.total_ms - remote.ttft_ms;
+  result.prompt_ms = remote.ttft_ms;
+  return true;
+}
+
+void Router::Audit(const InferenceRequest& request, const Routed& routed, const InferenceResult& result,
+                   const std::string& status) {
+  if (!audit_) return;
+  audit::AuditRecord r;
+  r.user = request.client.user;
+  r.project = request.client.project;
+  r.surface = request.client.surface;
+  r.endpoint = EndpointName(request.endpoint);
+  r.rule = routed.explanation.decision.rule;
+  r.route = result.route.empty() ? "local" : result.route;
+  r.backend = result.backend;
+  r.model = result.model.empty() ? request.model : result.model;
+  r.prompt_tokens = result.prompt_tokens;
+  r.completion_tokens = result.completion_tokens;
+  r.bytes_sent = static_cast<int64_t>(routed.bytes_sent);
+  r.sent_sha256 = routed.sent_sha256;
+  std::map<std::pair<std::string, std::string>, int> counts;
+  for (const Finding& f : routed.findings) counts[{f.rule, KindName(f.kind)}] += 1;
+  if (counts.empty()) {
+    for (const auto& f : routed.explanation.findings) counts[{f.rule, f.kind}] += 1;
+  }
+  for (const auto& [key, n] : counts) r.findings.push_back({{"rule", key.first}, {"kind", key.second}, {"count", n}});
+  r.redactions = routed.redactions;
+  r.approval = routed.approval;
+  std::string notes;
+  for (const std::string& n : routed.notes) notes += (notes.empty() ? "" : "; ") + n;
+  r.notes = notes;
+  r.latency_ms = result.total_ms;
+  r.cost_usd = routed.cost_usd;
+  r.status = status;
+  r.prompt = result.route == "cloud" ? routed.sent_text : [&] {
+    std::string all;
+    for (const std::string& t : RequestTexts(request)) all += t + "\n";
+    return all;
+  }();
+  try {
+    audit_->Append(std::move(r));
+  } catch (const std::exception& e) {
+    // The response is already produced; losing the audit record must be loud.
+    std::fprintf(stderr, "hearth: AUDIT LOG WRITE FAILED: %s\n", e.what());
+  }
+}
+
+InferenceResult Router::RunLocal(const InferenceRequest& request, const GenerationCallbacks& callbacks,
                                  std::shared_ptr<std::atomic<bool>> cancel) {
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<engine::ModelLease> lease = pool_.Acquire(request.model, request.keep_alive, request.num_ctx);

@@ -1,7 +1,8 @@
 // Shared helpers for the node client tests: find the hearth binary, generate the tiny
 // FIM model into a temp dir, start `hearth serve` on a free port and stop it afterwards.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,10 +14,13 @@ export const REPO_ROOT = path.resolve(here, '..', '..');
 // The binary: HEARTH_BIN (set by CTest), else a build directory next to the sources.
 export const HEARTH_BIN = (() => {
   if (process.env.HEARTH_BIN) return process.env.HEARTH_BIN;
-  for (const dir of ['build', 'build-node']) {
-    const candidate = path.join(REPO_ROOT, dir, 'src', 'hearth');
-    if (existsSync(candidate)) return candidate;
-  }
+  // Else the newest build/*/src/hearth next to the sources.
+  const found = readdirSync(REPO_ROOT)
+    .filter((d) => d.startsWith('build'))
+    .map((d) => path.join(REPO_ROOT, d, 'src', 'hearth'))
+    .filter((f) => existsSync(f))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  if (found.length) return found[0];
   throw new Error('hearth binary not found: set HEARTH_BIN=/path/to/hearth (or build into build/)');
 })();
 
@@ -185,3 +189,52 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export function l2norm(v) {
   return Math.sqrt(v.reduce((s, x) => s + x * x, 0));
 }
+
+// A request through node:http, which (unlike fetch) may set any header, Host included.
+// Resolves to {status, headers (lower-case keys), text, body (parsed JSON or undefined)}.
+export function httpRequest(port, { method = 'GET', path: reqPath = '/', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body));
+    const h = { ...headers };
+    if (payload !== undefined) h['Content-Length'] = Buffer.byteLength(payload);
+    const req = http.request({ host: '127.0.0.1', port, method, path: reqPath, headers: h, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let parsed;
+        try { parsed = JSON.parse(text); } catch { parsed = undefined; }
+        resolve({ status: res.statusCode, headers: res.headers, text, body: parsed });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    if (payload !== undefined) req.write(payload);
+    req.end();
+  });
+}
+
+// Proves the server still serves after a bad request: a tiny generation must succeed.
+export async function assertServes(server, model = 'fim') {
+  const r = await postJson(`${server.url}/api/generate`, {
+    model, prompt: 'def', raw: true, stream: false, options: { num_predict: 2, temperature: 0 },
+  });
+  if (r.status !== 200 || r.body?.done !== true) {
+    throw new Error(`follow-up request failed: ${r.status} ${r.text}`);
+  }
+}
+
+// Server flags for the tiny FIM model (always) and stories260K (when present).
+export function standardModels() {
+  const models = [`fim=${tinyModel()}`];
+  if (HAVE_STORIES) models.push(`stories=${STORIES_MODEL}`);
+  return models;
+}
+
+// A JSON schema a random-weight model satisfies quickly (a closed enum).
+export const COLOR_SCHEMA = {
+  type: 'object',
+  properties: { color: { type: 'string', enum: ['red', 'green', 'blue'] } },
+  required: ['color'],
+  additionalProperties: false,
+};
