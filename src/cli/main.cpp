@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/audit_cmd.h"
 #include "cli/dev_cmd.h"
 #include "cli/gateway_cmd.h"
 #include "cli/run_cmd.h"
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   hearth::cli::AddServeCommand(app);
   hearth::cli::AddDevCommands(app);
   hearth::cli::AddGatewayCommands(app);
+  hearth::cli::AddAuditCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

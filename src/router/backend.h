@@ -51,7 +51,9 @@ struct EgressResponse {
 
 class Egress {
  public:
-  // hosts: exact host names (e.g. "api.openai.com") or "127.0.0.1:PORT"; "*" is rejected.
+  // hosts: exact host names (e.g. "api.openai.com": any port) or "host:port" (that port, the
+  // URL's explicit or default one, e.g. "127.0.0.1:PORT"); case-insensitive. Wildcards ("*")
+  // and entries with a scheme or path throw std::invalid_argument.
   explicit Egress(std::vector<std::string> allowed_hosts);
   ~Egress();
   Egress(const Egress&) = delete;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <iterator>
 #include <map>
@@ -66,6 +67,7 @@ struct Verdict {
   // Later reports of the same trigger that end at or before this offset cannot yield anything
   // new (they are inside the candidate just examined), so they are skipped.
   size_t resume = 0;
+  size_t rule = SIZE_MAX;  // set when the finding belongs to another rule than the trigger's
 };
 
 Verdict Reject(size_t resume) { return Verdict{false, 0, 0, resume}; }
@@ -218,15 +220,28 @@ bool IsNonTrivialSecretValue(std::string_view v) {
 
 bool IsNameChar(char c) { return IsWord(c) || c == '.' || c == '-'; }
 
-const std::array<std::string_view, 9> kSecretWords = {"secret", "token", "password", "passwd", "pwd",
-                                                      "api_key", "apikey", "private", "credential"};
+// How sure a name is to hold a credential: "password", "secret", "api_key"... are sure;
+// "token" alone is weak (in LLM code it is mostly a unit of text); "tokens", "tokenizer" and
+// "max_tokens" are not names of credentials at all.
+enum class SecretName { kNo, kWeak, kStrong };
 
-bool NameMentionsSecret(std::string_view name) {
+SecretName ClassifySecretName(std::string_view name) {
   std::string lower = Lowercase(name);
-  for (std::string_view w : kSecretWords) {
-    if (lower.find(w) != std::string::npos) return true;
+  for (std::string_view w : {"secret", "passw", "pwd", "api_key", "apikey", "api-key", "private", "credential"}) {
+    if (lower.find(w) != std::string::npos) return SecretName::kStrong;
   }
-  return lower.find("api-key") != std::string::npos;
+  for (size_t at = lower.find("token"); at != std::string::npos; at = lower.find("token", at + 5)) {
+    char next = at + 5 < lower.size() ? lower[at + 5] : '\0';
+    if (next != 's' && next != 'i') return SecretName::kWeak;  // not "tokens", "tokenizer", "tokenize"
+  }
+  return SecretName::kNo;
+}
+
+// "result5", "cache_value1", "my-service": reads as a name, not as a password.
+bool IsIdentifierLike(std::string_view v) {
+  size_t i = 0;
+  while (i < v.size() && (IsAlpha(v[i]) || v[i] == '_' || v[i] == '-' || v[i] == '.')) ++i;
+  return i > 0 && v.size() - i <= 2 && std::all_of(v.begin() + i, v.end(), IsDigit);
 }
 
 // NAME = "value", "name": "value", NAME=value (.env/shell), name: value (YAML). The trigger ends
@@ -258,7 +273,8 @@ Verdict ConfirmAssignment(std::string_view t, size_t end) {
   size_t name_begin = name_end;
   while (name_begin > 0 && IsNameChar(t[name_begin - 1]) && name_end - name_begin < 96) --name_begin;
   if (name_quote && (name_begin == 0 || t[name_begin - 1] != name_quote)) return Reject(end);
-  if (!NameMentionsSecret(t.substr(name_begin, name_end - name_begin))) return Reject(end);
+  SecretName strength = ClassifySecretName(t.substr(name_begin, name_end - name_begin));
+  if (strength == SecretName::kNo) return Reject(end);
 
   if (quote) {
     size_t e = v0;
@@ -268,15 +284,20 @@ Verdict ConfirmAssignment(std::string_view t, size_t end) {
     return Accept(v0, e);
   }
 
-  // Unquoted values are code (`token = tokens[i]`, `password: str`) except in .env/shell lines
-  // (NAME=value, no blanks) and YAML (name: value) that start a line.
+  // Unquoted values are code (`token = tokens[i]`, `password: str`) except in lines that start
+  // with the name: .env/shell (NAME=value, no blanks), INI (name = value, not indented) and YAML
+  // (name: value).
   size_t line = name_begin - (name_quote ? 1 : 0);
-  if (line >= 7 && t.substr(line - 7, 7) == "export ") line -= 7;
+  bool exported = line >= 7 && t.substr(line - 7, 7) == "export ";
+  if (exported) line -= 7;
+  size_t name_start = line;
   while (line > 0 && IsBlank(t[line - 1])) --line;
   if (line > 0 && t[line - 1] != '\n') return Reject(end);
+  bool indented = line != name_start;
   bool env_style = op_char == '=' && t[op] == '=' && !blank_before_op && !blank_after_op;
+  bool ini_style = op_char == '=' && t[op] == '=' && !indented && !exported;
   bool yaml_style = op_char == ':' && t[op] == ':' && blank_after_op;
-  if (!env_style && !yaml_style) return Reject(end);
+  if (!env_style && !ini_style && !yaml_style) return Reject(end);
   size_t e = v0;
   while (e < t.size() && !IsSpace(t[e])) ++e;
   size_t rest = e;
@@ -287,6 +308,7 @@ Verdict ConfirmAssignment(std::string_view t, size_t end) {
     return Reject(e);
   }
   if (!IsNonTrivialSecretValue(value)) return Reject(e);
+  if (strength == SecretName::kWeak && !env_style && IsIdentifierLike(value)) return Reject(e);
   return Accept(v0, e);
 }
 
@@ -348,10 +370,31 @@ bool OnHashLine(std::string_view t, size_t b) {
   return false;
 }
 
-Verdict ConfirmHighEntropy(std::string_view t, size_t end) {
-  constexpr size_t kTrigger = 24, kMaxLen = 256;
-  size_t b = end - kTrigger, e = end;
-  while (e < t.size() && IsTokenChar(t[e])) ++e;
+// A maximal run [b, e) of base64/base64url characters, at least 24 long. Only runs in
+// assignment or quote context count: after '=', ':', a quote or "Bearer "/"token " (blanks and
+// one opening quote may come between).
+bool InValueContext(std::string_view t, size_t b) {
+  size_t p = b;
+  if (p > 0 && IsQuote(t[p - 1])) --p;
+  size_t blanks = 0;
+  while (p > 0 && IsBlank(t[p - 1]) && blanks < 4) {
+    --p;
+    ++blanks;
+  }
+  if (p == 0) return false;
+  char c = t[p - 1];
+  if (c == '=' || c == ':' || IsQuote(c)) return true;
+  if (blanks == 0) return false;
+  auto word_before = [&](std::string_view w) {
+    return p >= w.size() && Lowercase(t.substr(p - w.size(), w.size())) == w &&
+           (p == w.size() || !IsWord(t[p - w.size() - 1]));
+  };
+  return word_before("bearer") || word_before("token");
+}
+
+Verdict ConfirmHighEntropy(std::string_view t, size_t b, size_t e) {
+  constexpr size_t kMaxLen = 256;
+  if (!InValueContext(t, b)) return Reject(e);
   size_t padded = e;
   while (padded < t.size() && t[padded] == '=' && padded - e < 2) ++padded;
   size_t len = e - b;
@@ -581,7 +624,7 @@ Verdict ConfirmIban(std::string_view t, size_t end) {
     --b;
     if (t[b] != ' ') ++seen;
   }
-  if (seen < 12 || !IsUpper(t[b])) return Reject(end);
+  if (seen < 12 || !IsUpper(t[b]) || (b > 0 && IsAlnum(t[b - 1]))) return Reject(end);
   int length = IbanLength(t.substr(b, 2));
   if (length == 0) return Reject(end);
   std::string compact;
@@ -728,6 +771,213 @@ Verdict ConfirmMrn(std::string_view t, size_t end) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Anchors. The main Vectorscan database holds only literals (it runs at several GB/s; character
+// classes cost it an order of magnitude), so each confirmation parses the rest of its shape by
+// hand, forward from the end of the literal, then reuses the checks above.
+
+// name ["'] [blanks] (= : := =>) [blanks] ["'] value, parsed forward from a secret word.
+Verdict FromSecretWord(std::string_view t, size_t end, size_t aws_rule) {
+  size_t i = end, n = t.size();
+  while (i < n && IsNameChar(t[i]) && i - end < 48) ++i;
+  if (i < n && IsQuote(t[i])) ++i;
+  for (int k = 0; k < 4 && i < n && IsBlank(t[i]); ++k) ++i;
+  if (i >= n) return Reject(end);
+  if ((t[i] == ':' || t[i] == '=') && i + 1 < n && t[i + 1] == '=') {
+    if (t[i] == '=') return Reject(end);  // "==" compares
+    i += 2;
+  } else if (t[i] == '=' && i + 1 < n && t[i + 1] == '>') {
+    i += 2;
+  } else if (t[i] == '=' || t[i] == ':') {
+    i += 1;
+  } else {
+    return Reject(end);
+  }
+  for (int k = 0; k < 4 && i < n && IsBlank(t[i]); ++k) ++i;
+  if (i < n && IsQuote(t[i])) ++i;
+  if (i >= n || IsSpace(t[i]) || IsQuote(t[i])) return Reject(end);
+  Verdict v = ConfirmAssignment(t, i + 1);
+  if (v.found && v.end - v.begin == 40) {
+    // aws_secret_access_key / SecretAccessKey / AWS_SECRET_KEY = <40 base64 characters>
+    std::string_view value = t.substr(v.begin, 40);
+    bool b64 = std::all_of(value.begin(), value.end(), [](char c) { return IsAlnum(c) || c == '/' || c == '+'; });
+    size_t from = v.begin > 64 ? v.begin - 64 : 0;
+    std::string name;
+    for (char c : t.substr(from, v.begin - from)) {
+      if (c != '_' && c != '-') name += ToLower(c);
+    }
+    if (b64 && (name.find("secretaccesskey") != std::string::npos || name.find("awssecretkey") != std::string::npos)) {
+      v.rule = aws_rule;
+    }
+  }
+  return v;
+}
+
+Verdict FromPemHeader(std::string_view t, size_t end) {  // after "-----BEGIN "
+  size_t i = end, n = t.size();
+  for (int words = 0; words <= 3; ++words) {
+    if (t.substr(i, 11) == "PRIVATE KEY") {
+      i += 11;
+      if (t.substr(i, 6) == " BLOCK") i += 6;
+      if (t.substr(i, 5) != "-----") return Reject(end);
+      return ConfirmPrivateKey(t, i + 5);
+    }
+    size_t w = i;
+    while (i < n && IsUpperOrDigit(t[i]) && i - w < 16) ++i;
+    if (i == w || i >= n || t[i] != ' ') return Reject(end);
+    ++i;
+  }
+  return Reject(end);
+}
+
+Verdict FromJwtStart(std::string_view t, size_t end) {  // after "eyJ"
+  size_t h = end - 3, i = end, n = t.size();
+  if (h > 0 && IsB64Url(t[h - 1])) return Reject(end);
+  while (i < n && IsB64Url(t[i])) ++i;
+  if (i - h < 13 || i >= n || t[i] != '.') return Reject(i);
+  size_t p = ++i;
+  while (i < n && IsB64Url(t[i])) ++i;
+  if (i - p < 2 || i >= n || t[i] != '.') return Reject(i);
+  size_t sig = ++i;
+  while (i < n && IsB64Url(t[i]) && i - sig < 8) ++i;
+  if (i - sig < 8) return Reject(i);
+  return ConfirmJwt(t, i);
+}
+
+Verdict FromSchemeSeparator(std::string_view t, size_t end) {  // after "://"
+  size_t s = end - 3;
+  if (s == 0 || !IsAlnum(t[s - 1])) return Reject(end);
+  size_t i = end, n = t.size();
+  while (i < n && i - end < 512) {
+    char c = t[i];
+    if (c == '@') return ConfirmUrlPassword(t, i + 1);
+    if (IsSpace(c) || c == '/' || IsQuote(c) || c == '<' || c == '>') break;
+    ++i;
+  }
+  return Reject(end);
+}
+
+// "NHS [no|number|num|#] [:#=] 9434765919"
+Verdict FromNhsLabel(std::string_view t, size_t end) {
+  size_t b = end - 3, i = end, n = t.size();
+  if (b > 0 && IsWord(t[b - 1])) return Reject(end);
+  while (i < n && IsBlank(t[i])) ++i;
+  for (std::string_view word : {"number", "num", "no.", "no", "#"}) {
+    if (Lowercase(t.substr(i, word.size())) == word) {
+      i += word.size();
+      break;
+    }
+  }
+  while (i < n && IsBlank(t[i])) ++i;
+  if (i < n && (t[i] == ':' || t[i] == '#' || t[i] == '=')) ++i;
+  while (i < n && IsBlank(t[i])) ++i;
+  size_t d = i;
+  while (i < n && IsDigit(t[i])) ++i;
+  if (i - d != 10) return Reject(std::max(end, i));
+  return ConfirmNhsLabelled(t, i);
+}
+
+// "<label> [no|number|num|#] [:#=-] 0012345"; label_len is the literal's length.
+Verdict FromMrnLabel(std::string_view t, size_t end, size_t label_len) {
+  size_t b = end - label_len, i = end, n = t.size();
+  if ((b > 0 && IsWord(t[b - 1])) || (i < n && IsAlpha(t[i]) && IsAlpha(t[end - 1]))) return Reject(end);
+  while (i < n && IsBlank(t[i])) ++i;
+  for (std::string_view word : {"number", "num", "no.", "no", "#"}) {
+    if (Lowercase(t.substr(i, word.size())) == word) {
+      i += word.size();
+      break;
+    }
+  }
+  while (i < n && IsBlank(t[i])) ++i;
+  if (i < n && (t[i] == ':' || t[i] == '#' || t[i] == '=' || t[i] == '-')) ++i;
+  while (i < n && IsBlank(t[i])) ++i;
+  size_t d = i;
+  while (i < n && IsDigit(t[i]) && i - d < 5) ++i;
+  if (i - d < 5) return Reject(std::max(end, i));
+  return ConfirmMrn(t, i);
+}
+
+bool IsAnthropicShape(std::string_view token) {  // sk-ant-api03-... / sk-ant-admin01-...
+  std::string_view rest = token.substr(7);
+  size_t word = StartsWith(rest, "api") ? 3 : StartsWith(rest, "admin") ? 5 : 0;
+  return word != 0 && rest.size() > word + 3 && IsDigit(rest[word]) && IsDigit(rest[word + 1]) && rest[word + 2] == '-';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefilters that replace character-class patterns.
+
+// Digits among 8 bytes, branch-free (SWAR): a byte is a digit iff (byte ^ 0x30) <= 9.
+inline unsigned CountDigits8(uint64_t w) {
+  constexpr uint64_t kHigh = 0x8080808080808080ULL;
+  uint64_t y = w ^ 0x3030303030303030ULL;
+  uint64_t ge10 = ((y & 0x7F7F7F7F7F7F7F7FULL) + 0x7676767676767676ULL) | y;  // high bit: not a digit
+  uint64_t digit = (~ge10 & kHigh) >> 7;
+  return static_cast<unsigned>((digit * 0x0101010101010101ULL) >> 56);
+}
+
+// Every numeric identifier we look for (card, SSN, NHS, IBAN, phone without '+') has at least 9
+// digits within 16 bytes, so it lies in a pair of neighbouring 16-byte blocks holding 9 or more
+// digits. Returns merged windows around such pairs; only they go through the numeric database.
+std::vector<std::pair<size_t, size_t>> DigitDenseWindows(std::string_view t) {
+  constexpr size_t kBlock = 16, kMargin = 64;
+  constexpr unsigned kMinDigits = 9;
+  std::vector<std::pair<size_t, size_t>> windows;
+  unsigned previous = 0;
+  auto mark = [&](size_t block_begin, size_t block_end) {
+    size_t lo = block_begin > kMargin ? block_begin - kMargin : 0;
+    size_t hi = std::min(t.size(), block_end + kMargin);
+    if (!windows.empty() && lo <= windows.back().second) {
+      windows.back().second = std::max(windows.back().second, hi);
+    } else {
+      windows.emplace_back(lo, hi);
+    }
+  };
+  size_t i = 0;
+  for (; i + kBlock <= t.size(); i += kBlock) {
+    uint64_t a, b;
+    std::memcpy(&a, t.data() + i, 8);
+    std::memcpy(&b, t.data() + i + 8, 8);
+    unsigned count = CountDigits8(a) + CountDigits8(b);
+    if (previous + count >= kMinDigits) mark(i >= kBlock ? i - kBlock : 0, i + kBlock);
+    previous = count;
+  }
+  unsigned tail = 0;
+  for (size_t k = i; k < t.size(); ++k) tail += IsDigit(t[k]) ? 1 : 0;
+  if (previous + tail >= kMinDigits) mark(i >= kBlock ? i - kBlock : 0, t.size());
+  return windows;
+}
+
+const std::array<bool, 256> kTokenChar = [] {
+  std::array<bool, 256> table{};
+  for (int c = 0; c < 256; ++c) table[c] = IsTokenChar(static_cast<char>(c));
+  return table;
+}();
+
+// Calls f(begin, end) for every maximal run of base64/base64url characters at least `min` long.
+// Looks at every min-th byte first: a byte outside the class rules out every run through it.
+template <typename F>
+void ForEachTokenRun(std::string_view t, size_t min, F&& f) {
+  const auto* s = reinterpret_cast<const unsigned char*>(t.data());
+  size_t n = t.size(), i = 0;  // invariant: i == 0 or s[i - 1] is outside the class
+  while (i + min <= n) {
+    size_t probe = i + min - 1;
+    if (!kTokenChar[s[probe]]) {
+      i = probe + 1;
+      continue;
+    }
+    size_t b = probe;
+    while (b > i && kTokenChar[s[b - 1]]) --b;
+    if (b > i) {  // the run through `probe` starts at b and is still short: probe further on
+      i = b;
+      continue;
+    }
+    size_t e = probe + 1;  // [i, probe] is a run of `min`: find its end
+    while (e < n && kTokenChar[s[e]]) ++e;
+    f(i, e);
+    i = e + 1;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 std::string EscapeLiteral(std::string_view s) {
   std::string out;
@@ -759,8 +1009,6 @@ struct Trigger {
 struct Report {
   unsigned id;
   size_t end;
-  bool operator<(const Report& o) const { return id != o.id ? id < o.id : end < o.end; }
-  bool operator==(const Report& o) const = default;
 };
 
 struct Candidate {
@@ -932,17 +1180,24 @@ bool GlobMatch(std::string_view pattern, std::string_view path) {
 
 struct Scanner::Impl {
   std::vector<Rule> rules;
-  std::vector<Trigger> triggers;  // index == Vectorscan id in the main database
   std::vector<std::string> rule_names;
   std::vector<std::string> sensitive_paths;
-  size_t first_custom = 0;  // triggers[first_custom..] are the custom patterns
+  std::vector<Trigger> anchors;   // literals over the whole text
+  std::vector<Trigger> numeric;   // digit patterns, only over digit-dense windows
+  std::vector<size_t> custom_rule;    // per custom pattern: its rule
   std::vector<size_t> custom_window;  // per custom pattern: how far back its start can be
-  hs_database_t* db = nullptr;
-  hs_database_t* som_db = nullptr;  // custom patterns with start-of-match, run only on windows
+  bool high_entropy = false;
+  size_t high_entropy_rule = 0;
+  hs_database_t* anchor_db = nullptr;
+  hs_database_t* numeric_db = nullptr;
+  hs_database_t* custom_db = nullptr;  // custom patterns, no start of match: where they end
+  hs_database_t* som_db = nullptr;     // the same with start of match, run only on windows
   mutable ScratchPool scratch;
 
   ~Impl() {
-    hs_free_database(db);
+    hs_free_database(anchor_db);
+    hs_free_database(numeric_db);
+    hs_free_database(custom_db);
     hs_free_database(som_db);
   }
 
@@ -951,17 +1206,41 @@ struct Scanner::Impl {
     rule_names.push_back(rules.back().name);
     return rules.size() - 1;
   }
-  void AddTrigger(size_t rule, std::string pattern, unsigned flags, Confirm confirm) {
-    triggers.push_back(Trigger{rule, std::move(pattern), flags, std::move(confirm)});
+  void AddAnchor(size_t rule, std::string_view literal, Confirm confirm) {
+    anchors.push_back(Trigger{rule, EscapeLiteral(literal), 0, std::move(confirm)});
   }
-  void AddToken(size_t rule, std::string pattern, TokenShape shape) {
-    AddTrigger(rule, std::move(pattern), 0, [shape](std::string_view t, size_t end) { return ConfirmToken(t, end, shape); });
+  // The literal as written, lowercase, UPPERCASE and Capitalized: covers snake_case,
+  // SCREAMING_CASE, camelCase and PascalCase names without Vectorscan's slower caseless mode.
+  void AddAnchorCases(size_t rule, std::string_view literal, const std::function<Verdict(std::string_view, size_t, size_t)>& confirm) {
+    std::vector<std::string> forms = {std::string(literal), Lowercase(literal), std::string(literal), std::string(literal)};
+    for (char& c : forms[2]) c = IsLower(c) ? static_cast<char>(c - 'a' + 'A') : c;
+    forms[3] = forms[1];
+    bool word_start = true;
+    for (char& c : forms[3]) {
+      if (word_start && IsLower(c)) c = static_cast<char>(c - 'a' + 'A');
+      word_start = c == ' ';
+    }
+    std::sort(forms.begin(), forms.end());
+    forms.erase(std::unique(forms.begin(), forms.end()), forms.end());
+    for (const std::string& form : forms) {
+      size_t len = form.size();
+      AddAnchor(rule, form, [confirm, len](std::string_view t, size_t end) { return confirm(t, end, len); });
+    }
+  }
+  void AddToken(size_t rule, std::string_view prefix, TokenShape shape) {
+    shape.trigger_len = prefix.size();
+    AddAnchor(rule, prefix, [shape](std::string_view t, size_t end) { return ConfirmToken(t, end, shape); });
+  }
+  void AddNumeric(size_t rule, std::string pattern, Confirm confirm) {
+    numeric.push_back(Trigger{rule, std::move(pattern), 0, std::move(confirm)});
   }
 
   void AddBuiltins(const ScannerConfig& config);
   void Build(const ScannerConfig& config);
-  void ConfirmCustom(std::string_view text, std::vector<Report>::const_iterator first,
-                     std::vector<Report>::const_iterator last, hs_scratch_t* s, std::vector<Candidate>& out) const;
+  void ProcessReports(std::string_view text, const std::vector<Trigger>& triggers, const std::vector<Report>& reports,
+                      std::vector<Candidate>& out) const;
+  void ConfirmCustom(std::string_view text, size_t custom, const std::vector<size_t>& ends, hs_scratch_t* s,
+                     std::vector<Candidate>& out) const;
 };
 
 void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
@@ -970,117 +1249,116 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
 
   // Secrets with a vendor prefix: exact shapes, so they win ties against the generic rules.
   size_t r = AddRule("aws_access_key_id", S, 0);
-  AddToken(r, R"(\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16})", {20, IsUpperOrDigit, 20, 20});
-
-  r = AddRule("aws_secret_access_key", S, 0);
-  AddTrigger(r, R"((?:aws_?secret_?(?:access_?)?key|secret_?access_?key)["'`]?[ \t]*(?::=|=>|=|:)[ \t]*["'`]?[A-Za-z0-9/+]{40})",
-             HS_FLAG_CASELESS, [](std::string_view t, size_t end) {
-               size_t b = end - 40;
-               if (end < t.size() && (IsAlnum(t[end]) || t[end] == '/' || t[end] == '+')) return Reject(end);
-               return Accept(b, end);
-             });
+  for (std::string_view prefix : {"AKIA", "ASIA", "ABIA", "ACCA"}) AddToken(r, prefix, {0, IsUpperOrDigit, 20, 20});
+  const size_t aws_secret = AddRule("aws_secret_access_key", S, 0);  // found through the secret words below
 
   r = AddRule("github_token", S, 0);
-  AddToken(r, R"(\bgh[pousr]_[A-Za-z0-9]{36})", {40, IsAlnum, 40, 255});
-  AddToken(r, R"(\bgithub_pat_[A-Za-z0-9_]{70})", {81, IsWord, 81, 255});
+  for (std::string_view prefix : {"ghp_", "gho_", "ghu_", "ghs_", "ghr_"}) AddToken(r, prefix, {0, IsAlnum, 40, 255});
+  AddToken(r, "github_pat_", {0, IsWord, 81, 255});
 
   r = AddRule("gitlab_token", S, 0);
-  AddToken(r, R"(\bglpat-[A-Za-z0-9_\-]{20})", {26, IsB64Url, 26, 64});
+  AddToken(r, "glpat-", {0, IsB64Url, 26, 64});
 
   r = AddRule("slack_token", S, 0);
-  AddToken(r, R"(\bxox[abprs]-[A-Za-z0-9\-]{10})", {15, IsAlnumOrDash, 20, 255});
+  for (std::string_view prefix : {"xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"}) AddToken(r, prefix, {0, IsAlnumOrDash, 20, 255});
 
   r = AddRule("stripe_key", S, 0);
-  AddToken(r, R"(\b[rs]k_live_[A-Za-z0-9]{20})", {28, IsAlnum, 28, 255});
+  for (std::string_view prefix : {"sk_live_", "rk_live_"}) AddToken(r, prefix, {0, IsAlnum, 28, 255});
 
   r = AddRule("google_api_key", S, 0);
-  AddToken(r, R"(\bAIza[A-Za-z0-9_\-]{35})", {39, IsB64Url, 39, 39});
+  AddToken(r, "AIza", {0, IsB64Url, 39, 39});
 
-  r = AddRule("openai_api_key", S, 0);
-  AddToken(r, R"(\bsk-[A-Za-z0-9]{20})", {23, IsB64Url, 40, 255, LooksLikeOpenAiKey});
-  AddToken(r, R"(\bsk-proj-[A-Za-z0-9_\-]{20})", {28, IsB64Url, 40, 255, LooksLikeOpenAiKey});
-  AddToken(r, R"(\bsk-svcacct-[A-Za-z0-9_\-]{20})", {31, IsB64Url, 40, 255, LooksLikeOpenAiKey});
-  AddToken(r, R"(\bsk-admin-[A-Za-z0-9_\-]{20})", {29, IsB64Url, 40, 255, LooksLikeOpenAiKey});
+  r = AddRule("openai_api_key", S, 0);  // sk-..., sk-proj-..., sk-svcacct-..., sk-admin-...
+  AddToken(r, "sk-", {0, IsB64Url, 40, 255, LooksLikeOpenAiKey});
 
   r = AddRule("anthropic_api_key", S, 0);
-  AddToken(r, R"(\bsk-ant-api[0-9]{2}-[A-Za-z0-9_\-]{20})", {33, IsB64Url, 50, 255});
-  AddToken(r, R"(\bsk-ant-admin[0-9]{2}-[A-Za-z0-9_\-]{20})", {35, IsB64Url, 50, 255});
+  AddToken(r, "sk-ant-", {0, IsB64Url, 50, 255, IsAnthropicShape});
 
   r = AddRule("private_key", S, 0);
-  AddTrigger(r, R"(-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----)", 0, ConfirmPrivateKey);
+  AddAnchor(r, "-----BEGIN ", FromPemHeader);
 
   r = AddRule("jwt", S, 0);
-  AddTrigger(r, R"(eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]{8})", 0, ConfirmJwt);
+  AddAnchor(r, "eyJ", FromJwtStart);
 
   r = AddRule("url_password", S, 1);
-  AddTrigger(r, R"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@"'<>]*:[^\s/@"'<>]+@)", 0, ConfirmUrlPassword);
+  AddAnchor(r, "://", FromSchemeSeparator);
 
   r = AddRule("secret_assignment", S, 5);
-  AddTrigger(r,
-             R"((?:secret|token|passw(?:or)?d|pwd|api_?key|api-key|apikey|private|credential)[A-Za-z0-9_.\-]{0,48})"
-             R"(["'`]?[ \t]{0,4}(?::=|=>|=|:)[ \t]{0,4}["'`]?[^\s"'`])",
-             HS_FLAG_CASELESS, ConfirmAssignment);
+  for (std::string_view word : {"secret", "token", "passw", "pwd", "api_key", "apikey", "api-key", "apiKey", "private",
+                                "credential"}) {
+    AddAnchorCases(r, word, [aws_secret](std::string_view t, size_t end, size_t) { return FromSecretWord(t, end, aws_secret); });
+  }
 
   if (config.high_entropy) {
-    r = AddRule("high_entropy_token", S, 9);
-    AddTrigger(r, R"((?:["'`=:]|(?i:bearer|token)[ \t])[ \t]{0,3}["'`]?[A-Za-z0-9+/_\-]{24})", 0, ConfirmHighEntropy);
+    high_entropy = true;
+    high_entropy_rule = AddRule("high_entropy_token", S, 9);  // found by ForEachTokenRun, not Vectorscan
   }
 
   // Personal data.
   r = AddRule("email", P, 2);
-  AddTrigger(r, R"([A-Za-z0-9._%+\-]@[A-Za-z0-9\-]{1,63}\.[A-Za-z]{2})", 0, ConfirmEmail);
+  AddAnchor(r, "@", ConfirmEmail);
 
   r = AddRule("iban", P, 2);
-  AddTrigger(r, R"(\b[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4})", 0, ConfirmIban);
+  AddNumeric(r, R"(\b[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4})", ConfirmIban);
 
   r = AddRule("card_number", P, 2);
-  AddTrigger(r, R"(\b[2-6][0-9]{3}(?:[ \-]?[0-9]){9})", 0, ConfirmCard);
+  AddNumeric(r, R"(\b[2-6][0-9]{3}(?:[ \-]?[0-9]){9})", ConfirmCard);
 
   r = AddRule("us_ssn", P, 2);
-  AddTrigger(r, R"(\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b)", 0, ConfirmSsn);
+  AddNumeric(r, R"(\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b)", ConfirmSsn);
 
   r = AddRule("uk_nhs_number", P, 2);
-  AddTrigger(r, R"(\b[0-9]{3}[ \-][0-9]{3}[ \-][0-9]{4}\b)", 0, ConfirmNhsGrouped);
-  AddTrigger(r, R"(\bNHS(?:[ \t]*(?:no\.?|number|num|#))?[ \t]*[:#=]?[ \t]*[0-9]{10}\b)", HS_FLAG_CASELESS,
-             ConfirmNhsLabelled);
+  AddNumeric(r, R"(\b[0-9]{3}[ \-][0-9]{3}[ \-][0-9]{4}\b)", ConfirmNhsGrouped);
+  AddAnchorCases(r, "NHS", [](std::string_view t, size_t end, size_t) { return FromNhsLabel(t, end); });
 
   r = AddRule("phone_number", P, 3);
-  AddTrigger(r, R"(\+[1-9][0-9 .\-()]{6,24}[0-9])", 0, ConfirmPhoneE164);
-  AddTrigger(r, R"(\b[2-9][0-9]{2}[\-. ][2-9][0-9]{2}[\-. ][0-9]{4}\b)", 0, ConfirmPhoneNanp);
-  AddTrigger(r, R"(\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}\b)", 0, ConfirmPhoneNanpParen);
-  AddTrigger(r, R"(\b0[1-9][0-9]{1,3}[ \-/][0-9]{3,4}[ \-]?[0-9]{3,4}\b)", 0, ConfirmPhoneNational);
-  AddTrigger(r, R"(\b0[1-9](?:[ .][0-9]{2}){4}\b)", 0, ConfirmPhoneFrench);
+  for (char d = '1'; d <= '9'; ++d) AddAnchor(r, std::string{'+', d}, ConfirmPhoneE164);
+  AddNumeric(r, R"(\b[2-9][0-9]{2}[\-. ][2-9][0-9]{2}[\-. ][0-9]{4}\b)", ConfirmPhoneNanp);
+  AddNumeric(r, R"(\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}\b)", ConfirmPhoneNanpParen);
+  AddNumeric(r, R"(\b0[1-9][0-9]{1,3}[ \-/][0-9]{3,4}[ \-]?[0-9]{3,4}\b)", ConfirmPhoneNational);
+  AddNumeric(r, R"(\b0[1-9](?:[ .][0-9]{2}){4}\b)", ConfirmPhoneFrench);
 
-  if (!config.mrn_labels.empty()) {
+  bool any_label = std::any_of(config.mrn_labels.begin(), config.mrn_labels.end(), [](const std::string& l) { return !l.empty(); });
+  if (any_label) {
     r = AddRule("medical_record_number", P, 2);
-    std::string labels;
     for (const std::string& label : config.mrn_labels) {
-      if (label.empty()) continue;
-      if (!labels.empty()) labels += '|';
-      labels += EscapeLiteral(label);
-    }
-    if (!labels.empty()) {
-      AddTrigger(r, "\\b(?:" + labels + R"()[ \t]*(?:no\.?|number|num|#)?[ \t]*[:#=\-]?[ \t]*[0-9]{5})", HS_FLAG_CASELESS,
-                 ConfirmMrn);
+      if (!label.empty()) AddAnchorCases(r, label, FromMrnLabel);
     }
   }
 }
 
 void Scanner::Impl::Build(const ScannerConfig& config) {
   AddBuiltins(config);
-  first_custom = triggers.size();
   for (const CustomPattern& custom : config.custom) {
     if (custom.name.empty()) throw std::invalid_argument("custom pattern with regex \"" + custom.regex + "\" has no name");
-    size_t r = AddRule(custom.name, custom.kind, 4);
-    AddTrigger(r, custom.regex, 0, nullptr);
+    custom_rule.push_back(AddRule(custom.name, custom.kind, 4));
   }
   auto custom_error = [&](size_t index, const std::string& message) {
     const CustomPattern& c = config.custom[index];
     return std::invalid_argument("custom pattern \"" + c.name + "\" (" + c.regex + ") does not compile: " + message);
   };
+  auto compile_builtin = [&](const std::vector<Trigger>& triggers, const char* what) {
+    std::vector<std::string> patterns;
+    std::vector<unsigned> flags;
+    for (const Trigger& t : triggers) {
+      patterns.push_back(t.pattern);
+      flags.push_back(t.flags);
+    }
+    std::optional<CompileError> error;
+    hs_database_t* db = Compile(patterns, flags, error);
+    if (db == nullptr) {
+      throw std::logic_error(std::string("built-in ") + what + " pattern " + std::to_string(error->expression) +
+                             " does not compile: " + error->message);
+    }
+    scratch.Fit(db);
+    return db;
+  };
+  anchor_db = compile_builtin(anchors, "anchor");
+  numeric_db = compile_builtin(numeric, "numeric");
 
   // Each custom pattern alone first, so an error names the right one even where Vectorscan
   // reports an error for the database as a whole.
+  std::vector<std::string> custom_patterns;
   for (size_t i = 0; i < config.custom.size(); ++i) {
     std::optional<CompileError> error;
     hs_database_t* probe = Compile({config.custom[i].regex}, {HS_FLAG_SOM_LEFTMOST}, error);
@@ -1095,42 +1373,38 @@ void Scanner::Impl::Build(const ScannerConfig& config) {
     }
     hs_free_compile_error(info_error);
     custom_window.push_back(window);
+    custom_patterns.push_back(config.custom[i].regex);
   }
-
-  std::vector<std::string> patterns;
-  std::vector<unsigned> flags;
-  for (const Trigger& t : triggers) {
-    patterns.push_back(t.pattern);
-    flags.push_back(t.flags);
-  }
-  std::optional<CompileError> error;
-  db = Compile(patterns, flags, error);
-  if (db == nullptr) {
-    if (error->expression >= static_cast<int>(first_custom)) throw custom_error(error->expression - first_custom, error->message);
-    throw std::logic_error("built-in scanner pattern " + std::to_string(error->expression) + " does not compile: " + error->message);
-  }
-  scratch.Fit(db);
-  if (!config.custom.empty()) {
-    std::vector<std::string> custom_patterns;
-    for (const CustomPattern& c : config.custom) custom_patterns.push_back(c.regex);
+  if (!custom_patterns.empty()) {
+    std::optional<CompileError> error;
+    custom_db = Compile(custom_patterns, std::vector<unsigned>(custom_patterns.size(), 0), error);
+    if (custom_db == nullptr) throw custom_error(error->expression >= 0 ? static_cast<size_t>(error->expression) : 0, error->message);
     som_db = Compile(custom_patterns, std::vector<unsigned>(custom_patterns.size(), HS_FLAG_SOM_LEFTMOST), error);
-    if (som_db == nullptr) {
-      throw custom_error(error->expression >= 0 ? static_cast<size_t>(error->expression) : 0, error->message);
-    }
+    if (som_db == nullptr) throw custom_error(error->expression >= 0 ? static_cast<size_t>(error->expression) : 0, error->message);
+    scratch.Fit(custom_db);
     scratch.Fit(som_db);
+  }
+}
+
+// Reports arrive in order of end offset; per trigger, reports inside a candidate already
+// examined are skipped.
+void Scanner::Impl::ProcessReports(std::string_view text, const std::vector<Trigger>& triggers,
+                                   const std::vector<Report>& reports, std::vector<Candidate>& out) const {
+  std::vector<size_t> resume(triggers.size(), 0);
+  for (const Report& r : reports) {
+    if (r.end <= resume[r.id]) continue;
+    const Trigger& trigger = triggers[r.id];
+    Verdict v = trigger.confirm(text, r.end);
+    resume[r.id] = std::max(resume[r.id], v.resume);
+    if (v.found && v.end > v.begin) out.push_back(Candidate{v.begin, v.end, v.rule != SIZE_MAX ? v.rule : trigger.rule});
   }
 }
 
 // Custom patterns have no hand-written confirmation: their exact start comes from the SOM
 // database, run only on windows that end at the reported match ends.
-void Scanner::Impl::ConfirmCustom(std::string_view text, std::vector<Report>::const_iterator first,
-                                  std::vector<Report>::const_iterator last, hs_scratch_t* s,
-                                  std::vector<Candidate>& out) const {
-  unsigned id = first->id;
-  size_t custom = id - first_custom;
+void Scanner::Impl::ConfirmCustom(std::string_view text, size_t custom, const std::vector<size_t>& ends,
+                                  hs_scratch_t* s, std::vector<Candidate>& out) const {
   size_t window = custom_window[custom];
-  std::vector<size_t> ends;
-  for (auto it = first; it != last; ++it) ends.push_back(it->end);
   size_t i = 0;
   while (i < ends.size()) {
     // Merge reports whose windows touch into one scan.
@@ -1143,7 +1417,7 @@ void Scanner::Impl::ConfirmCustom(std::string_view text, std::vector<Report>::co
       if (m.id != custom || m.begin == m.end) continue;
       size_t end = lo + m.end;
       if (!std::binary_search(ends.begin() + i, ends.begin() + j, end)) continue;  // a window-edge artifact
-      out.push_back(Candidate{lo + m.begin, end, triggers[id].rule});
+      out.push_back(Candidate{lo + m.begin, end, custom_rule[custom]});
     }
     i = j;
   }
@@ -1162,42 +1436,68 @@ Scanner::~Scanner() = default;
 
 const std::vector<std::string>& Scanner::rule_names() const { return impl_->rule_names; }
 
+namespace {
+
+// Block mode takes at most 4 GiB; larger texts go in overlapping blocks (a match longer than the
+// overlap across a block boundary could be missed; nothing we look for is).
+std::vector<Report> ScanAll(const hs_database_t* db, std::string_view text, hs_scratch_t* scratch) {
+  constexpr size_t kBlock = size_t{1} << 30, kOverlap = size_t{1} << 16;
+  std::vector<Report> reports;
+  if (text.size() <= kBlock) {
+    hs_scan(db, text.data(), static_cast<unsigned>(text.size()), 0, scratch, CollectReport, &reports);
+    return reports;
+  }
+  for (size_t base = 0; base < text.size();) {
+    size_t len = std::min(kBlock, text.size() - base);
+    std::vector<Report> block;
+    hs_scan(db, text.data() + base, static_cast<unsigned>(len), 0, scratch, CollectReport, &block);
+    for (const Report& r : block) {
+      if (reports.empty() || r.end + base > reports.back().end) reports.push_back(Report{r.id, r.end + base});
+    }
+    if (base + len == text.size()) break;
+    base += len - kOverlap;
+  }
+  return reports;
+}
+
+}  // namespace
+
 std::vector<Finding> Scanner::Scan(std::string_view text) const {
   if (text.empty()) return {};
   const Impl& impl = *impl_;
   ScratchLease scratch(impl.scratch);
-  std::vector<Report> reports;
-
-  // Block mode takes at most 4 GiB; larger texts go in overlapping blocks.
-  constexpr size_t kBlock = size_t{1} << 30, kOverlap = size_t{1} << 16;
-  for (size_t base = 0; base < text.size();) {
-    size_t len = std::min(kBlock, text.size() - base);
-    std::vector<Report> block;
-    hs_scan(impl.db, text.data() + base, static_cast<unsigned>(len), 0, scratch.get(), CollectReport, &block);
-    for (Report& r : block) reports.push_back(Report{r.id, r.end + base});
-    if (base + len == text.size()) break;
-    base += len - kOverlap;
-  }
-  std::sort(reports.begin(), reports.end());
-  reports.erase(std::unique(reports.begin(), reports.end()), reports.end());
-
   std::vector<Candidate> candidates;
-  for (auto first = reports.cbegin(); first != reports.cend();) {
-    auto last = first;
-    while (last != reports.cend() && last->id == first->id) ++last;
-    const Trigger& trigger = impl.triggers[first->id];
-    if (first->id >= impl.first_custom) {
-      impl.ConfirmCustom(text, first, last, scratch.get(), candidates);
-    } else {
-      size_t resume = 0;
-      for (auto it = first; it != last; ++it) {
-        if (it->end <= resume) continue;
-        Verdict v = trigger.confirm(text, it->end);
-        resume = std::max(resume, v.resume);
-        if (v.found && v.end > v.begin) candidates.push_back(Candidate{v.begin, v.end, trigger.rule});
-      }
+
+  // 1. Literal anchors over the whole text.
+  impl.ProcessReports(text, impl.anchors, ScanAll(impl.anchor_db, text, scratch.get()), candidates);
+
+  // 2. Digit patterns only where digits are dense. Windows start anywhere, so a '\b' at a window
+  //    edge may hold where it does not in the text: the confirmations recheck the neighbours.
+  std::vector<Report> numeric;
+  for (auto [lo, hi] : DigitDenseWindows(text)) {
+    std::vector<Report> window;
+    hs_scan(impl.numeric_db, text.data() + lo, static_cast<unsigned>(hi - lo), 0, scratch.get(), CollectReport, &window);
+    for (const Report& r : window) numeric.push_back(Report{r.id, r.end + lo});
+  }
+  impl.ProcessReports(text, impl.numeric, numeric, candidates);
+
+  // 3. Random-looking tokens in value context.
+  if (impl.high_entropy) {
+    ForEachTokenRun(text, 24, [&](size_t b, size_t e) {
+      Verdict v = ConfirmHighEntropy(text, b, e);
+      if (v.found) candidates.push_back(Candidate{v.begin, v.end, impl.high_entropy_rule});
+    });
+  }
+
+  // 4. Custom patterns: where they end, then where they start.
+  if (impl.custom_db != nullptr) {
+    std::vector<std::vector<size_t>> ends(impl.custom_rule.size());
+    for (const Report& r : ScanAll(impl.custom_db, text, scratch.get())) ends[r.id].push_back(r.end);
+    for (size_t c = 0; c < ends.size(); ++c) {
+      std::sort(ends[c].begin(), ends[c].end());
+      ends[c].erase(std::unique(ends[c].begin(), ends[c].end()), ends[c].end());
+      if (!ends[c].empty()) impl.ConfirmCustom(text, c, ends[c], scratch.get(), candidates);
     }
-    first = last;
   }
 
   // Longest first (then the more specific rule, then the earlier one); keep what does not overlap.
