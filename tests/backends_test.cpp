@@ -424,6 +424,21 @@ TEST(EgressAllowlist, ExactHostOrHostPort) {
   EXPECT_THROW(Egress({}).Post("https://api.openai.com/v1/x", {}, "{}", nullptr, nullptr, 1000, 1000), EgressDenied);
 }
 
+TEST(EgressAllowlist, AttemptHistoryIsBounded) {
+  Egress e({});
+  for (int i = 0; i < 1005; ++i) {
+    EXPECT_THROW(e.Post("https://h" + std::to_string(i) + ".example/x?key=secret", {}, "{}", nullptr, nullptr, 1000,
+                        1000),
+                 EgressDenied);
+  }
+  auto attempts = e.attempts();
+  ASSERT_EQ(attempts.size(), 1000u);
+  EXPECT_EQ(attempts.front().host, "h5.example:443");
+  EXPECT_EQ(attempts.back().host, "h1004.example:443");
+  EXPECT_EQ(attempts.back().url, "https://h1004.example/x") << "no query string in the record";
+  EXPECT_FALSE(attempts.back().allowed);
+}
+
 TEST_F(BackendsTest, RedirectIsNotFollowed) {
   fake_->Set({{"fail_next", json::array({{{"status", 302},
                                           {"headers", {{"location", fake_->Base() + "/v1/chat/completions"}}}}})}});
@@ -688,11 +703,11 @@ TEST_F(BackendsTest, CancelWhileWaitingForFirstByteAndDuringBackoff) {
     fake_->Control("/_reset");
     fake_->Set(settings);
     auto cancel = std::make_shared<std::atomic<bool>>(false);
+    const auto t0 = Clock::now();
     std::thread canceller([&] {
       std::this_thread::sleep_for(300ms);
       *cancel = true;
     });
-    const auto t0 = Clock::now();
     RemoteResult r = backend->Chat(Messages(), {}, nullptr, cancel);
     const long elapsed = Ms(Clock::now() - t0);
     canceller.join();

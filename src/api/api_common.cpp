@@ -112,6 +112,16 @@ std::optional<std::vector<std::string>> OptStringList(const json& j, const char*
   return out;
 }
 
+engine::Token TokenId(const json& value, const char* field) {
+  bool in_range = value.is_number_integer() &&
+                  (value.is_number_unsigned() ? value.get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX)
+                                              : value.get<int64_t>() >= INT32_MIN && value.get<int64_t>() <= INT32_MAX);
+  if (!in_range) {
+    throw ApiError(400, std::string("'") + field + "' has token id " + value.dump() + ", which is out of range", field);
+  }
+  return value.get<engine::Token>();
+}
+
 std::optional<std::chrono::seconds> ParseKeepAlive(const json& j) {
   const json* v = Field(j, "keep_alive");
   if (v == nullptr) return std::nullopt;

@@ -52,6 +52,10 @@ std::optional<std::vector<std::string>> OptStringList(const json& j, const char*
 // content arrays too. Roles: system, user, assistant, tool (developer -> system).
 std::vector<engine::ChatMessage> ParseChatMessages(const json& body, bool allow_content_parts);
 
+// A token id from JSON; values outside int32 are rejected rather than wrapped (the model's
+// vocabulary size is checked later, by the engine).
+engine::Token TokenId(const json& value, const char* field);
+
 // Ollama's keep_alive: a number of seconds or a Go duration ("5m", "1h30m", "-1"); a
 // negative value means forever.
 std::optional<std::chrono::seconds> ParseKeepAlive(const json& j);

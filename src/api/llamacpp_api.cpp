@@ -41,7 +41,7 @@ void ParsePrompt(const json& body, router::Router& router, router::InferenceRequ
   bool first = true;
   for (const json& part : *it) {
     if (part.is_number_integer()) {
-      r.prompt_tokens.push_back(part.get<int32_t>());
+      r.prompt_tokens.push_back(TokenId(part, "prompt"));
     } else if (part.is_string()) {
       std::vector<engine::Token> t = router.Tokenize(r.model, part.get<std::string>(), first, true);
       r.prompt_tokens.insert(r.prompt_tokens.end(), t.begin(), t.end());

@@ -72,7 +72,7 @@ void Generate(router::Router& router, const HttpRequest& http, Responder& out) {
     if (!it->is_array()) throw ApiError(400, "'context' must be an array of token ids", "context");
     for (const json& t : *it) {
       if (!t.is_number_integer()) throw ApiError(400, "'context' must be an array of token ids", "context");
-      r.context.push_back(t.get<int32_t>());
+      r.context.push_back(TokenId(t, "context"));
     }
   }
   // An empty prompt loads (or, with keep_alive 0, unloads) the model: Ollama's idiom.

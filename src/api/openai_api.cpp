@@ -3,6 +3,8 @@
 #include <atomic>
 #include <random>
 
+#include <openssl/evp.h>
+
 #include "api/api_common.h"
 
 namespace hearth::api {
@@ -57,6 +59,16 @@ void ApplySampling(const json& body, router::InferenceRequest& r, int32_t defaul
     }
   }
   r.model = RequireString(body, "model");
+}
+
+// OpenAI's base64 embeddings: the float32 values in little-endian byte order (x86 and ARM
+// are little-endian), base64-encoded.
+std::string Base64Floats(const std::vector<float>& v) {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
+  std::string out(4 * ((v.size() * sizeof(float) + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), bytes, static_cast<int>(v.size() * sizeof(float)));
+  out.resize(static_cast<size_t>(n));
+  return out;
 }
 
 json Usage(const router::InferenceResult& res) {
@@ -184,14 +196,16 @@ void Embeddings(router::Router& router, const HttpRequest& http, Responder& out)
   r.model = RequireString(body, "model");
   auto inputs = OptStringList(body, "input", 2048);
   if (!inputs || inputs->empty()) throw ApiError(400, "'input' must be a string or a non-empty array of strings", "input");
-  if (auto f = OptString(body, "encoding_format"); f && *f != "float") {
-    throw ApiError(400, "'encoding_format' must be \"float\"", "encoding_format");
+  std::string format = OptString(body, "encoding_format").value_or("float");
+  if (format != "float" && format != "base64") {
+    throw ApiError(400, "'encoding_format' must be \"float\" or \"base64\"", "encoding_format");
   }
   r.inputs = *inputs;
   router::InferenceResult res = router.Embed(r);
   json data = json::array();
   for (size_t i = 0; i < res.embeddings.size(); ++i) {
-    data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", res.embeddings[i]}});
+    json vector = format == "base64" ? json(Base64Floats(res.embeddings[i])) : json(res.embeddings[i]);
+    data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", vector}});
   }
   out.Respond(JsonResponse({{"object", "list"}, {"data", data}, {"model", r.model},
                             {"usage", {{"prompt_tokens", res.prompt_tokens}, {"total_tokens", res.prompt_tokens}}}}));

@@ -176,6 +176,7 @@ struct Scheduler::Impl {
   void Admit(std::shared_ptr<Job> job);
   void Finish(Slot& slot, FinishReason reason, const std::string& error = {});
   void Emit(Slot& slot, Token token);
+  void RefreshSlotStates();  // the snapshot Stats() reports
   int32_t ChooseWidth(int32_t candidates);
   // Keeps the unchanged tail of the slot's previous prompt by shifting it; returns how many
   // tokens were kept (0: nothing done) and fills `pending` with the positions to evaluate.
@@ -494,6 +495,14 @@ int32_t Scheduler::Impl::ChooseWidth(int32_t candidates) {
   return best;
 }
 
+void Scheduler::Impl::RefreshSlotStates() {
+  std::lock_guard<std::mutex> lock(mutex);
+  slot_states.resize(slots.size());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    slot_states[i] = SlotState{static_cast<int32_t>(i), slots[i].job != nullptr, static_cast<int32_t>(slots[i].cached.size())};
+  }
+}
+
 bool Scheduler::Impl::Step() {
   // Cancellations first, so a cancelled job costs no more decode work.
   for (Slot& slot : slots) {
@@ -552,14 +561,10 @@ bool Scheduler::Impl::Step() {
     }
     prefills.emplace_back(&slot, n);
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    slot_states.resize(slots.size());
-    for (size_t i = 0; i < slots.size(); ++i) {
-      slot_states[i] = SlotState{static_cast<int32_t>(i), slots[i].job != nullptr, static_cast<int32_t>(slots[i].cached.size())};
-    }
+  if (b.n_tokens == 0) {
+    RefreshSlotStates();
+    return false;
   }
-  if (b.n_tokens == 0) return false;
 
   Clock::time_point t0 = Clock::now();
   int32_t rc = llama_decode(ctx, b);
@@ -575,6 +580,7 @@ bool Scheduler::Impl::Step() {
         slot.cached.clear();
       }
     }
+    RefreshSlotStates();
     return true;
   }
   if (prefills.empty() && width > 0) {
@@ -610,6 +616,7 @@ bool Scheduler::Impl::Step() {
       Emit(*slot, token);
     }
   }
+  RefreshSlotStates();
   return true;
 }
 

@@ -679,6 +679,21 @@ bool KnownCardRange(const int* d, int n) {
   return false;
 }
 
+// Printed card numbers are grouped 4-4-4-4 (and 4-4-4-4-3 for 19 digits), American Express and
+// Diners 4-6-5 / 4-6-4, 13-digit Visa 4-3-3-3; a separator elsewhere is some other number.
+bool CardGroupsOk(std::string_view s, char sep) {
+  std::vector<size_t> groups{0};
+  for (char c : s) {
+    if (c == sep) {
+      groups.push_back(0);
+    } else {
+      ++groups.back();
+    }
+  }
+  static const std::vector<std::vector<size_t>> kLayouts = {{4, 4, 4, 4}, {4, 4, 4, 4, 3}, {4, 6, 5}, {4, 6, 4}, {4, 3, 3, 3}};
+  return std::find(kLayouts.begin(), kLayouts.end(), groups) != kLayouts.end();
+}
+
 Verdict ConfirmCard(std::string_view t, size_t end) {
   // The trigger covers exactly 13 digits.
   size_t b = end;
@@ -708,6 +723,8 @@ Verdict ConfirmCard(std::string_view t, size_t end) {
   }
   size_t resume = std::max(end, last);
   if (n < 13 || n > 19) return Reject(resume);
+  if (last + 1 < t.size() && (t[last] == '-' || t[last] == '.') && IsAlnum(t[last + 1])) return Reject(resume);  // a UUID, an ID
+  if (sep != '\0' && !CardGroupsOk(t.substr(b, last - b), sep)) return Reject(resume);
   if (last < t.size() && (IsWord(t[last]) || (t[last] == '.' && last + 1 < t.size() && IsDigit(t[last + 1])))) {
     return Reject(resume);
   }
@@ -944,6 +961,47 @@ std::vector<std::pair<size_t, size_t>> DigitDenseWindows(std::string_view t) {
   for (size_t k = i; k < t.size(); ++k) tail += IsDigit(t[k]) ? 1 : 0;
   if (previous + tail >= kMinDigits) mark(i >= kBlock ? i - kBlock : 0, t.size());
   return windows;
+}
+
+bool IsNumberSeparator(char c) { return c == ' ' || c == '.' || c == '-' || c == '/' || c == '(' || c == ')'; }
+
+// Inside the dense windows, the clusters of digits joined by one or two separators that hold 9
+// or more digits (hex hashes fall apart here: their digits are split by letters). Returns the
+// merged regions around them, with room for an IBAN's letters before the digits.
+std::vector<std::pair<size_t, size_t>> NumberClusters(std::string_view t) {
+  constexpr size_t kBefore = 40, kAfter = 8;
+  constexpr unsigned kMinDigits = 9;
+  std::vector<std::pair<size_t, size_t>> regions;
+  size_t n = t.size();
+  for (auto [lo, hi] : DigitDenseWindows(t)) {
+    size_t i = std::max(lo, regions.empty() ? 0 : regions.back().second);
+    while (i < hi) {
+      while (i < hi && !IsDigit(t[i])) ++i;
+      if (i >= hi) break;
+      size_t begin = i, e = i;
+      unsigned digits = 0;
+      for (;;) {
+        while (e < n && IsDigit(t[e])) {
+          ++e;
+          ++digits;
+        }
+        size_t k = e;
+        while (k < n && k - e < 2 && IsNumberSeparator(t[k])) ++k;
+        if (k == e || k >= n || !IsDigit(t[k])) break;
+        e = k;
+      }
+      if (digits >= kMinDigits) {
+        size_t rlo = begin > kBefore ? begin - kBefore : 0, rhi = std::min(n, e + kAfter);
+        if (!regions.empty() && rlo <= regions.back().second) {
+          regions.back().second = std::max(regions.back().second, rhi);
+        } else {
+          regions.emplace_back(rlo, rhi);
+        }
+      }
+      i = e + 1;
+    }
+  }
+  return regions;
 }
 
 const std::array<bool, 256> kTokenChar = [] {
@@ -1471,10 +1529,11 @@ std::vector<Finding> Scanner::Scan(std::string_view text) const {
   // 1. Literal anchors over the whole text.
   impl.ProcessReports(text, impl.anchors, ScanAll(impl.anchor_db, text, scratch.get()), candidates);
 
-  // 2. Digit patterns only where digits are dense. Windows start anywhere, so a '\b' at a window
-  //    edge may hold where it does not in the text: the confirmations recheck the neighbours.
+  // 2. Digit patterns only around long clusters of digits. Regions start anywhere, so a '\b' at
+  //    a region edge may hold where it does not in the text: the confirmations recheck the
+  //    neighbours.
   std::vector<Report> numeric;
-  for (auto [lo, hi] : DigitDenseWindows(text)) {
+  for (auto [lo, hi] : NumberClusters(text)) {
     std::vector<Report> window;
     hs_scan(impl.numeric_db, text.data() + lo, static_cast<unsigned>(hi - lo), 0, scratch.get(), CollectReport, &window);
     for (const Report& r : window) numeric.push_back(Report{r.id, r.end + lo});

@@ -53,7 +53,7 @@ backends:
     api_key_env: HEARTH_TEST_FAKE_KEY
     max_retries: 1
     breaker_failures: 2
-    breaker_open_seconds: 2
+    breaker_open_seconds: 4
     read_timeout_ms: 3000
     input_usd_per_mtok: 1
     output_usd_per_mtok: 2
@@ -218,19 +218,21 @@ test('anthropic backend receives the system prompt separately and the key as x-a
 test('failover: cloud errors fall back to local, the circuit opens, then closes again', { skip: SKIP_STORIES }, async () => {
   await postJson(`${fake.url}/_reset`, {});
   await control({ fail_next: [503, 503, 503, 503] });
-  const first = await chat('explain failover', {});
+  // Just over the crossover (100), so the local fallback is quick and the circuit is still
+  // open when the third request arrives.
+  const first = await chat('explain failover', { max_tokens: 101 });
   assert.equal(first.status, 200, first.text);
   assert.equal(first.headers.get('x-hearth-route'), 'local', 'served locally after retries');
-  const second = await chat('explain failover again', {});
+  const second = await chat('explain failover again', { max_tokens: 101 });
   assert.equal(second.headers.get('x-hearth-route'), 'local');
   const count = (await received()).length;
   assert.equal(count, 4, 'two requests x (1 try + 1 retry)');
   // The circuit is open now: no contact with the provider at all.
-  const third = await chat('explain once more', {});
+  const third = await chat('explain once more', { max_tokens: 101 });
   assert.equal(third.headers.get('x-hearth-route'), 'local');
   assert.equal((await received()).length, count);
   // After breaker_open_seconds the cloud is tried again and works.
-  await new Promise((r) => setTimeout(r, 2200));
+  await new Promise((r) => setTimeout(r, 4200));
   await control({ fail_next: [] });
   const back = await chat('explain after recovery', {});
   assert.equal(back.headers.get('x-hearth-route'), 'cloud', back.text);

@@ -34,9 +34,15 @@ export const STORIES_PROMPT = 'Once upon a time';
 export const STORIES_GOLDEN = ', there was a little girl named Lily.';
 
 const tempDirs = [];
+const children = new Set();  // running `hearth serve` processes
 process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
+// A runner killed on timeout must not leave servers behind.
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => process.exit(128 + (signal === 'SIGINT' ? 2 : 15)));
+}
 
 export function makeTempDir() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'hearth-node-'));
@@ -74,12 +80,16 @@ export async function startServer({ models = [], args = [], env = {}, timeoutMs 
   const proc = spawn(HEARTH_BIN, argv, {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HEARTH_HOST: '', HEARTH_API_KEY: '', ...env },
   });
+  children.add(proc);
   let stderr = '';
   let stdout = '';
   proc.stdout.setEncoding('utf8');
   proc.stderr.setEncoding('utf8');
   proc.stdout.on('data', (d) => { stdout += d; });
-  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => {
+    children.delete(proc);
+    resolve({ code, signal });
+  }));
 
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

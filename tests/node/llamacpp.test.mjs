@@ -122,7 +122,7 @@ describe('health, slots, metrics', () => {
   });
 
   test('/slots: no slot is processing once requests have finished', {
-    ...T, todo: 'the slot snapshot is taken before the last token is sampled and is not refreshed when the scheduler goes idle',
+    ...T,
   }, async () => {
     for (const n of [1, 3, 5]) {
       const r = await postJson(`${server.url}/completion`, { prompt: `n = ${n}`, n_predict: n, temperature: 0 });

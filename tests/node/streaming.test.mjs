@@ -153,7 +153,9 @@ describe('SSE (OpenAI)', () => {
     for (const e of events) assert.equal(e.object, 'text_completion');
     const text = events.map((e) => e.choices[0].text).join('');
     if (HAVE_STORIES) assert.equal(text, STORIES_GOLDEN);
-    assert.equal(events[events.length - 1].choices[0].finish_reason, 'length');
+    const finish = events[events.length - 1].choices[0].finish_reason;
+    if (HAVE_STORIES) assert.equal(finish, 'length');
+    else assert.ok(['stop', 'length'].includes(finish), finish);
   });
 });
 
