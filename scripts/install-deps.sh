@@ -7,7 +7,9 @@ packages=(
   build-essential cmake ninja-build ccache git pkg-config openssl
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libyaml-cpp-dev
   libvectorscan-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev curl
+  libgtest-dev libgmock-dev libbenchmark-dev curl python3
+  clang-14 libclang-rt-14-dev   # libFuzzer for the GGUF validator's fuzz target
+  chromium                      # renders the bench HTML report in a test
 )
 missing=()
 for p in "${packages[@]}"; do

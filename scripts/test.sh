@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is missing, builds, runs the C++ suite (CTest), then the
-# same suite's model-file tests under AddressSanitizer + UBSan.
+# Runs every test: installs what is missing, builds, fuzzes the GGUF validator for 30 s,
+# runs the engine/model-file tests under AddressSanitizer + UBSan, then the whole suite
+# (GoogleTest cases and the node client tests) with CTest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -10,8 +11,8 @@ if [ -f tests/node/package-lock.json ]; then
 fi
 bash scripts/build.sh
 jobs=$(nproc)
-echo "== C++ tests (Release)"
-ctest --test-dir build --output-on-failure -j "$jobs"
+echo "== Fuzzing the GGUF validator (libFuzzer, 30 s, differential against ggml's reader)"
+bash scripts/fuzz-gguf.sh 30
 
 echo "== C++ tests under AddressSanitizer + UBSan (engine, model files, generator)"
 # Release flags for llama.cpp (so ccache reuses its objects); hearth's own code gets -g + sanitizers.
@@ -19,3 +20,6 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_SANITIZE=O
 cmake --build build-asan --target hearth_tests
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -R 'GgufCheck|Engine|TextStream|GenModel'
+
+echo "== All tests (Release): GoogleTest cases and the node client suite"
+ctest --test-dir build --output-on-failure -j "$jobs"
