@@ -131,7 +131,7 @@ rules:
 )");
   EXPECT_NE(problems.find("p.yaml:3: egress.allow entries are exact host names"), std::string::npos) << problems;
   EXPECT_NE(problems.find("p.yaml:6: backend type must be openai, anthropic or ollama (got 'openia')"), std::string::npos) << problems;
-  EXPECT_NE(problems.find("p.yaml:7: backend 'cloud' points at api.openai.com, which is not in egress.allow"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("p.yaml:7: backend 'cloud' points at https://api.openai.com/v1, whose host is not in egress.allow"), std::string::npos) << problems;
   EXPECT_NE(problems.find("p.yaml:8: API keys do not belong in the policy file"), std::string::npos) << problems;
   EXPECT_NE(problems.find("p.yaml:11: unknown task 'chatting'"), std::string::npos) << problems;
   EXPECT_NE(problems.find("p.yaml:13: rule 'x' names backend 'nowhere'"), std::string::npos) << problems;

@@ -243,14 +243,10 @@ class Parser {
     if (n["max_retries"]) b.max_retries = Int(n["max_retries"], "max_retries", 0, 10);
     if (n["breaker_failures"]) b.breaker_failures = Int(n["breaker_failures"], "breaker_failures", 1, 1000);
     if (n["breaker_open_seconds"]) b.breaker_open_seconds = Int(n["breaker_open_seconds"], "breaker_open_seconds", 1, 86400);
-    // The backend's host must be on the allowlist, or it could never be reached.
-    if (!b.url.empty()) {
-      std::string rest = b.url.substr(b.url.find("://") == std::string::npos ? 0 : b.url.find("://") + 3);
-      std::string hostport = rest.substr(0, rest.find('/'));
-      std::string host = hostport.substr(0, hostport.rfind(':') == std::string::npos || hostport.back() == ']' ? hostport.size() : hostport.rfind(':'));
-      bool allowed = std::find(policy.egress_allow.begin(), policy.egress_allow.end(), hostport) != policy.egress_allow.end() ||
-                     std::find(policy.egress_allow.begin(), policy.egress_allow.end(), host) != policy.egress_allow.end();
-      if (!allowed) Fail(n["url"], "backend '" + b.name + "' points at " + hostport + ", which is not in egress.allow");
+    // The backend's host must be on the allowlist, or it could never be reached. Egress's own
+    // URL parser decides, so policy validation and the real check cannot disagree.
+    if (!b.url.empty() && !Egress(policy.egress_allow).IsAllowed(b.url)) {
+      Fail(n["url"], "backend '" + b.name + "' points at " + b.url + ", whose host is not in egress.allow");
     }
     return b;
   }
