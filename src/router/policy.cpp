@@ -245,8 +245,19 @@ class Parser {
     if (n["breaker_open_seconds"]) b.breaker_open_seconds = Int(n["breaker_open_seconds"], "breaker_open_seconds", 1, 86400);
     // The backend's host must be on the allowlist, or it could never be reached. Egress's own
     // URL parser decides, so policy validation and the real check cannot disagree.
-    if (!b.url.empty() && !Egress(policy.egress_allow).IsAllowed(b.url)) {
-      Fail(n["url"], "backend '" + b.name + "' points at " + b.url + ", whose host is not in egress.allow");
+    if (!b.url.empty()) {
+      // Entries the allowlist check rejected (reported under egress.allow) allow nothing.
+      std::vector<std::string> valid;
+      for (const std::string& host : policy.egress_allow) {
+        if (host.find('*') == std::string::npos && host.find('/') == std::string::npos) valid.push_back(host);
+      }
+      bool allowed = false;
+      try {
+        allowed = Egress(valid).IsAllowed(b.url);
+      } catch (const std::invalid_argument&) {
+        allowed = false;
+      }
+      if (!allowed) Fail(n["url"], "backend '" + b.name + "' points at " + b.url + ", whose host is not in egress.allow");
     }
     return b;
   }
