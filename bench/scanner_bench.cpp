@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <regex>
 #include <string>
@@ -26,6 +27,13 @@ using hearth::router::ScannerConfig;
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// CPU time of this thread: on a shared, loaded machine wall time also counts other processes.
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
 
 class Generator {
  public:
@@ -58,16 +66,21 @@ class Generator {
   }
 
   std::string Id() {
-    static const char* const kParts[] = {"request", "model", "token", "slot", "batch", "cache", "user", "config", "path",
-                                         "buffer", "index", "count", "result", "handler", "stream", "router", "scan",
-                                         "queue", "prompt", "context", "size", "name", "value", "item", "node", "key"};
+    // No "token" here: lines 20 and 21 bring it, about once per 1.5 KB, as often as in llama.cpp's
+    // own sources (20,880 times in 30 MB of its .cpp/.h/.py/.json/.md files).
+    static const char* const kParts[] = {
+        "request", "model", "slot", "batch", "cache", "user", "config", "path", "buffer", "index", "count",
+        "result", "handler", "stream", "router", "scan", "queue", "prompt", "context", "size", "name", "value", "item",
+        "node", "key", "offset", "length", "file", "line", "column", "weight", "layer", "tensor", "thread", "worker",
+        "client", "server", "session", "schema", "field", "record", "entry", "option", "param", "state", "status",
+        "error", "message", "header", "body", "payload", "event", "timer", "vocab", "logits"};
     std::string id = Of(kParts);
     if (Pick(2) == 0) id += std::string("_") + Of(kParts);
     if (Pick(6) == 0) id += std::to_string(Num(0, 9));
     return id;
   }
   std::string Type() {
-    static const char* const kTypes[] = {"int", "size_t", "std::string", "double", "Request", "Slot", "Token", "bool"};
+    static const char* const kTypes[] = {"int", "size_t", "std::string", "double", "Request", "Slot", "Tensor", "bool"};
     return Of(kTypes);
   }
   std::string Words(int n) {
@@ -87,7 +100,7 @@ class Generator {
   std::string Version() { return std::to_string(Num(0, 4)) + "." + std::to_string(Num(0, 30)) + "." + std::to_string(Num(0, 99)); }
 
   std::string Line() {
-    switch (Pick(24)) {
+    switch (Pick(48)) {
       case 0: return "#include <" + Id() + "/" + Id() + ".h>";
       case 1: return "  auto " + Id() + " = " + Id() + "(" + Id() + ", " + std::to_string(Num(0, 4096)) + ");";
       case 2: return "  if (" + Id() + " != nullptr && " + Id() + "->" + Id() + "() > " + std::to_string(Num(0, 512)) + ") {";
@@ -106,13 +119,26 @@ class Generator {
       case 15: return "  " + Id() + ": " + Id();
       case 16: return "  - name: " + Id();
       case 17: return "    image: registry.example.com/" + Id() + ":" + Version();
-      case 18: return "commit " + Hex(40) + " (" + std::to_string(Num(2019, 2026)) + "-" + std::to_string(Num(10, 12)) + "-" + std::to_string(Num(10, 28)) + ")";
-      case 19: return "  id: " + Hex(8) + "-" + Hex(4) + "-" + Hex(4) + "-" + Hex(4) + "-" + Hex(12);
-      case 20: return "max_tokens: " + std::to_string(Num(16, 8192)) + "  # " + Words(3);
-      case 21: return "    " + Id() + " = tokens[" + Id() + "]";
-      case 22: return "  constexpr uint32_t k" + std::string(1, static_cast<char>('A' + Pick(26))) + Id() + " = 0x" + Hex(8) + ";";
-      default: return "    " + Id() + "." + Id() + "(" + Id() + ", " + std::to_string(Num(0, 9)) + ")  # " + Words(Num(2, 6));
+      case 18: if (Pick(8) != 0) return Line2();
+               return "commit " + Hex(40) + " (" + std::to_string(Num(2019, 2026)) + "-" + std::to_string(Num(10, 12)) + "-" + std::to_string(Num(10, 28)) + ")";
+      case 19: if (Pick(8) != 0) return Line2();
+               return "  id: " + Hex(8) + "-" + Hex(4) + "-" + Hex(4) + "-" + Hex(4) + "-" + Hex(12);
+      case 20: if (Pick(2) != 0) return Line2();
+               return "max_tokens: " + std::to_string(Num(16, 8192)) + "  # " + Words(3);
+      case 21: if (Pick(2) != 0) return Line2();
+               return "    " + Id() + " = tokens[" + Id() + "]";
+      case 22: if (Pick(4) != 0) return Line2();
+               return "  constexpr uint32_t k" + std::string(1, static_cast<char>('A' + Pick(26))) + Id() + " = 0x" + Hex(8) + ";";
+      case 23: return "    " + Id() + "." + Id() + "(" + Id() + ", " + std::to_string(Num(0, 9)) + ")  # " + Words(Num(2, 6));
+      default: return Line2();
     }
+  }
+
+  // The common lines again, without the token-heavy ones (20, 21), so those stay rare.
+  std::string Line2() {
+    std::string line;
+    do line = Line(); while (line.find("tokens") != std::string::npos);
+    return line;
   }
 
   std::string Planted() {
@@ -215,15 +241,18 @@ int main(int argc, char** argv) {
   std::printf("compile: %.0f ms for %zu rules\n", Seconds(t0, Clock::now()) * 1e3, scanner.rule_names().size());
 
   std::vector<Finding> findings = scanner.Scan(text);  // warm-up
-  std::vector<double> gbps;
+  std::vector<double> gbps, cpu_gbps;
   for (int r = 0; r < runs; ++r) {
     auto a = Clock::now();
+    double c = ThreadCpuSeconds();
     findings = scanner.Scan(text);
+    cpu_gbps.push_back(text.size() / (ThreadCpuSeconds() - c) / 1e9);
     gbps.push_back(text.size() / Seconds(a, Clock::now()) / 1e9);
   }
   std::sort(gbps.begin(), gbps.end());
-  std::printf("Scan, 1 thread: median %.2f GB/s, best %.2f GB/s (%d runs), %zu findings\n", gbps[gbps.size() / 2],
-              gbps.back(), runs, findings.size());
+  std::sort(cpu_gbps.begin(), cpu_gbps.end());
+  std::printf("Scan, 1 thread: median %.2f GB/s, best %.2f GB/s wall; median %.2f GB/s per CPU-second (%d runs); %zu findings\n",
+              gbps[gbps.size() / 2], gbps.back(), cpu_gbps[cpu_gbps.size() / 2], runs, findings.size());
   std::vector<size_t> by_rule(scanner.rule_names().size());
   for (const Finding& f : findings) {
     auto it = std::find(scanner.rule_names().begin(), scanner.rule_names().end(), f.rule);
@@ -256,19 +285,19 @@ int main(int argc, char** argv) {
   }
 
   const std::string sample = text.substr(0, static_cast<size_t>(peer_kb) << 10);
-  double ours_sample = 0;
+  double ours_sample = 0;  // per CPU-second, like the peer
   for (int r = 0; r < 20; ++r) {
-    auto a = Clock::now();
+    double c = ThreadCpuSeconds();
     auto f = scanner.Scan(sample);
-    ours_sample = std::max(ours_sample, sample.size() / Seconds(a, Clock::now()) / 1e9);
+    ours_sample = std::max(ours_sample, sample.size() / (ThreadCpuSeconds() - c) / 1e9);
   }
   auto regexes = PeerRegexes();
-  auto a = Clock::now();
+  double c = ThreadCpuSeconds();
   size_t peer_matches = PeerScan(regexes, sample);
-  double peer = sample.size() / Seconds(a, Clock::now()) / 1e9;
-  std::printf("peer (std::regex, %zu patterns, one pass each) on %.2f MB: %.5f GB/s (%.2f MB/s), %zu raw matches\n",
+  double peer = sample.size() / (ThreadCpuSeconds() - c) / 1e9;  // CPU time: it runs for minutes
+  std::printf("peer (std::regex, %zu patterns, one pass each) on %.2f MB: %.5f GB/s (%.2f MB/s) per CPU-second, %zu raw matches\n",
               regexes.size(), sample.size() / 1e6, peer, peer * 1e3, peer_matches);
-  std::printf("Scan on the same sample: %.2f GB/s; ratio Scan / peer: %.0fx (64 MB median: %.0fx)\n", ours_sample,
-              ours_sample / peer, gbps[gbps.size() / 2] / peer);
+  std::printf("Scan on the same sample: %.2f GB/s per CPU-second; ratio Scan / peer: %.0fx\n", ours_sample,
+              ours_sample / peer);
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -364,6 +365,33 @@ TEST(ScannerEdges, EmptyAndBinaryText) {
   // Matches at the very start and end of the text.
   ExpectOne("jane@example.com", "email", "jane@example.com");
   ExpectOne("AKIA" "IOSFODNN7EXAMPLE", "aws_access_key_id", "AKIA" "IOSFODNN7EXAMPLE");
+}
+
+TEST(ScannerEdges, ValuesAtEveryAlignment) {
+  // The prefilter reads 64-byte chunks of 16-byte blocks; plant values across every boundary.
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"key = \"", "Xk9mP2vLq7Rz4Wb8Nc3Ty6Hd", "high_entropy_token"},  // exactly 24: the shortest run
+      {"key = \"", "c5XlrWi0B26R08qzjI6GKFSufrdZSlB5", "high_entropy_token"},
+      {"card ", "4111 1111 1111 1111", "card_number"},
+      {"ssn ", "536-22-1847", "us_ssn"},
+      {"mail ", "jane.doe@example.com", "email"},
+      {"tel ", "+44 20 7946 0958", "phone_number"},
+      {"iban ", "DE89 3704 0044 0532 0130 00", "iban"},
+      {"id ", "AKIA" "IOSFODNN7EXAMPLE", "aws_access_key_id"},
+  };
+  for (const auto& [before, value, rule] : cases) {
+    for (size_t pad = 0; pad < 140; ++pad) {
+      std::string text = std::string(pad, ' ') + before + value + "\" ok\n" + std::string(pad % 7, ' ');
+      auto findings = Default().Scan(text);
+      ASSERT_EQ(findings.size(), 1u) << rule << " at pad " << pad;
+      EXPECT_EQ(findings[0].rule, rule) << "pad " << pad;
+      EXPECT_EQ(text.substr(findings[0].offset, findings[0].length), value) << "pad " << pad;
+    }
+  }
+  // One character short of the shortest run: never a high-entropy token, wherever it lies.
+  for (size_t pad = 0; pad < 140; ++pad) {
+    ExpectNone(std::string(pad, ' ') + "key = \"Xk9mP2vLq7Rz4Wb8Nc3Ty6H\"\n");
+  }
 }
 
 // ---- sensitive paths -----------------------------------------------------------------------

@@ -536,20 +536,23 @@ std::unique_ptr<AuditLog> AuditLog::Open(const std::string& path, AuditOptions o
   impl->writer.Open(path);
   impl->writer.Exec("PRAGMA journal_mode = WAL");
   impl->writer.Exec("PRAGMA synchronous = FULL");
-  {
+  // Check without the write lock first: a busy hearth serve appends back to back, and
+  // `hearth audit verify` next to it should not wait in line for a lock it does not need.
+  auto has_records_table = [&] {
+    return QueryInt(impl->writer, "SELECT count(*) FROM sqlite_master "
+                                  "WHERE type = 'table' AND name = 'records'") != 0;
+  };
+  const int64_t schema = QueryInt(impl->writer, "PRAGMA user_version");
+  if (schema > kSchemaVersion) {
+    throw std::runtime_error("audit log " + path + ": schema version " + std::to_string(schema) +
+                             " is newer than this hearth (" + std::to_string(kSchemaVersion) +
+                             ")");
+  }
+  // Only a new file gets the schema: re-creating a deleted head or trigger would hide
+  // tampering from Verify.
+  if (!has_records_table()) {
     Transaction txn(impl->writer, "BEGIN IMMEDIATE");
-    const int64_t schema = QueryInt(impl->writer, "PRAGMA user_version");
-    if (schema > kSchemaVersion) {
-      throw std::runtime_error("audit log " + path + ": schema version " +
-                               std::to_string(schema) + " is newer than this hearth (" +
-                               std::to_string(kSchemaVersion) + ")");
-    }
-    // Only a new file gets the schema: re-creating a deleted head or trigger would hide
-    // tampering from Verify.
-    if (QueryInt(impl->writer, "SELECT count(*) FROM sqlite_master "
-                               "WHERE type = 'table' AND name = 'records'") == 0) {
-      impl->writer.Exec(kSchema);
-    }
+    if (!has_records_table()) impl->writer.Exec(kSchema);  // another process may have won
     txn.Commit();
   }
   impl->reader.Open(path);
@@ -631,7 +634,9 @@ VerifyReport AuditLog::Verify() const {
                                    " to " + std::to_string(r.id) + ")");
     }
     const std::string id = std::to_string(r.id);
-    if (!row.problem.empty()) return fail(r.id, "record " + id + " was edited (" + row.problem + ")");
+    if (!row.problem.empty()) {
+      return fail(r.id, "record " + id + " was edited (" + row.problem + ")");
+    }
     const bool self_ok = RecordHash(r, row.findings_text, row.redactions_text) == r.hash;
     const bool link_ok = r.prev_hash == prev_hash;
     if (!link_ok) {
@@ -659,7 +664,7 @@ VerifyReport AuditLog::Verify() const {
 
   const int64_t records = expected_id - 1;
   Stmt head(db, "SELECT count, last_hash FROM head WHERE singleton = 1");
-  if (!head.Step()) return fail(records + 1, "the head is missing");
+  if (!head.Step()) return fail(0, "the head is missing");
   const int64_t head_count = head.Int(0);
   const std::string head_hash = head.Text(1);
   const std::string says = "the head says " + std::to_string(head_count) + " records";

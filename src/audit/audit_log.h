@@ -25,18 +25,18 @@
 namespace hearth::audit {
 
 struct AuditRecord {
-  int64_t id = 0;                                    // assigned by Append (1, 2, 3, ...)
-  std::string time;                                  // RFC 3339 UTC with ms; Append fills it when empty
-  std::string user, project, surface, endpoint;      // who, and through which API
-  std::string rule;                                  // the policy rule that fired
-  std::string route;                                 // "local" | "cloud" | "denied"
+  int64_t id = 0;                                // assigned by Append (1, 2, 3, ...)
+  std::string time;                              // RFC 3339 UTC with ms; Append fills it if empty
+  std::string user, project, surface, endpoint;  // who, and through which API
+  std::string rule;                              // the policy rule that fired
+  std::string route;                             // "local" | "cloud" | "denied"
   std::string backend, model;
   int64_t prompt_tokens = 0, completion_tokens = 0;
-  int64_t bytes_sent = 0;                            // bytes that left the machine (0 for local)
-  std::string sent_sha256;                           // hex sha256 of exactly the bytes sent, "" for local
+  int64_t bytes_sent = 0;    // bytes that left the machine (0 for local)
+  std::string sent_sha256;   // hex sha256 of exactly the bytes sent, "" for local
   nlohmann::json findings = nlohmann::json::array();    // [{rule, kind, count}]
-  nlohmann::json redactions = nlohmann::json::array();  // [{placeholder, rule}], never the original values
-  std::string approval;  // "none" | "header" | "approved:<who>" | "denied:<who>" | "timeout-local" ...
+  nlohmann::json redactions = nlohmann::json::array();  // [{placeholder, rule}], never originals
+  std::string approval;  // "none" | "header" | "approved:<who>" | "denied:<who>" | "timeout-local"
   std::string notes;     // failover / circuit-breaker switches, errors
   // Finite values only (Append throws std::invalid_argument otherwise: JSON and SQLite have no
   // NaN). -0.0 is stored as 0.0 because SQLite does not keep the sign of zero.
@@ -55,8 +55,9 @@ struct AuditOptions {
 struct VerifyReport {
   bool ok = false;
   int64_t records = 0;       // rows in the log
-  int64_t first_bad_id = 0;  // the first record whose check failed (0 when ok); for a broken
-                             // link the tampered record may be the one before it
+  int64_t first_bad_id = 0;  // the first record whose check failed (0 when ok, or when the
+                             // head itself is gone); for a broken link the tampered record may
+                             // be the one before it
   std::string problem;       // e.g. "record 7 was edited (hash mismatch)", "" when ok
 };
 

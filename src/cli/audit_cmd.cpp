@@ -161,7 +161,30 @@ void PrintTable(const std::vector<audit::AuditRecord>& records) {
   for (const auto& row : cells) print_row(row);
 }
 
+struct Anchor {
+  int64_t records = -1;  // -1: none
+  std::string hash;
+};
+
+// "COUNT:HASH" as printed by `hearth audit head`.
+Anchor ParseAnchor(const std::string& text) {
+  Anchor anchor;
+  if (text.empty()) return anchor;
+  const size_t colon = text.find(':');
+  const std::string count = text.substr(0, colon);
+  const bool digits = !count.empty() && count.size() < 19 &&
+                      count.find_first_not_of("0123456789") == std::string::npos;
+  if (colon == std::string::npos || !digits || text.size() - colon - 1 != 64) {
+    throw std::runtime_error("--anchor wants COUNT:HASH as printed by `hearth audit head`, got '" +
+                             text + "'");
+  }
+  anchor.records = std::stoll(count);
+  anchor.hash = text.substr(colon + 1);
+  return anchor;
+}
+
 void RunVerify(const AuditArgs& args) {
+  const Anchor anchor = ParseAnchor(args.anchor);
   auto log = OpenExisting(args);
   const audit::VerifyReport report = log->Verify();
   if (!report.ok) {
@@ -171,33 +194,30 @@ void RunVerify(const AuditArgs& args) {
     throw CLI::RuntimeError(1);
   }
   std::printf("ok: %lld records, chain intact\n", static_cast<long long>(report.records));
-  if (!args.anchor.empty()) {
-    // "N:HASH" as printed by `hearth audit head` earlier: record N must still have that hash.
-    const size_t colon = args.anchor.find(':');
-    int64_t id = -1;
-    try {
-      if (colon != std::string::npos) id = std::stoll(args.anchor.substr(0, colon));
-    } catch (const std::exception&) {
-    }
-    const std::string hash = colon == std::string::npos ? "" : args.anchor.substr(colon + 1);
-    if (id < 0 || hash.size() != 64) {
-      throw std::runtime_error("--anchor wants COUNT:HASH as printed by `hearth audit head`");
-    }
-    bool match = false;
-    if (id == 0) {
-      match = hash == std::string(64, '0');
+  if (anchor.records >= 0) {
+    // The chain is intact; the anchor says whether it is still the chain it was.
+    std::string problem;
+    if (anchor.records == 0) {
+      if (anchor.hash != std::string(64, '0')) problem = "an empty log's head is 64 zeros";
+    } else if (anchor.records > report.records) {
+      problem = "the anchor covers " + std::to_string(anchor.records) +
+                " records but the log has " + std::to_string(report.records) +
+                ": records were deleted after it was taken";
     } else {
-      const auto records = log->Read(id - 1, 1);
-      match = !records.empty() && records[0].id == id && records[0].hash == hash;
+      const auto records = log->Read(anchor.records - 1, 1);
+      if (records.empty() || records[0].id != anchor.records || records[0].hash != anchor.hash) {
+        problem = "record " + std::to_string(anchor.records) +
+                  " does not have the anchored hash: the log was rewritten after the anchor "
+                  "was taken";
+      }
     }
-    if (!match) {
-      std::printf("FAILED: record %lld does not have the anchored hash %s: the log was "
-                  "rewritten after the anchor was taken\n",
-                  static_cast<long long>(id), hash.c_str());
+    if (!problem.empty()) {
+      std::printf("FAILED: %s\n", problem.c_str());
       std::fflush(stdout);
       throw CLI::RuntimeError(1);
     }
-    std::printf("ok: anchor %lld:%.12s... matches\n", static_cast<long long>(id), hash.c_str());
+    std::printf("ok: anchor %lld:%.12s... matches\n", static_cast<long long>(anchor.records),
+                anchor.hash.c_str());
   }
   std::fflush(stdout);
 }

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/audit_cmd.h"
+#include "cli/bench_cmd.h"
 #include "cli/dev_cmd.h"
 #include "cli/gateway_cmd.h"
 #include "cli/run_cmd.h"
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   hearth::cli::AddDevCommands(app);
   hearth::cli::AddGatewayCommands(app);
   hearth::cli::AddAuditCommands(app);
+  hearth::cli::AddBenchCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -8,6 +8,7 @@
 #include <pthread.h>
 
 #include "api/api_server.h"
+#include "audit/audit_log.h"
 #include "engine/model_pool.h"
 #include "router/router.h"
 
@@ -49,12 +50,6 @@ void ApplyHostEnv(ServeOptions& o) {
   }
   if (o.host.empty()) o.host = host;
   if (o.port < 0 && !port.empty()) o.port = std::atoi(port.c_str());
-}
-
-std::string DefaultAuditPath() {
-  if (const char* p = std::getenv("HEARTH_AUDIT_DB"); p != nullptr && *p != '\0') return p;
-  const char* home = std::getenv("HOME");
-  return std::string(home != nullptr ? home : ".") + "/.local/share/hearth/audit.db";
 }
 
 int Serve(ServeOptions o) {
@@ -101,7 +96,7 @@ int Serve(ServeOptions o) {
     if (const char* p = std::getenv("HEARTH_POLICY")) o.policy = p;
   }
   if (!o.policy.empty()) ro.policy = router::LoadPolicy(o.policy);  // PolicyError lists every problem
-  ro.audit_path = o.audit_db.empty() ? DefaultAuditPath() : o.audit_db;
+  ro.audit_path = o.audit_db.empty() ? audit::DefaultAuditPath() : o.audit_db;
   router::Router router(pool, ro);
 
   api::ApiServerOptions ao;

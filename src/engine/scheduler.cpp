@@ -140,6 +140,7 @@ struct Slot {
   Clock::time_point first_token;
   bool has_first_token = false;
   bool at_document_start = false;  // the prompt renders as no text (e.g. BOS alone)
+  bool plain_greedy = false;  // argmax of the logits is the whole sampler (no chain needed)
 };
 
 }  // namespace
@@ -177,6 +178,7 @@ struct Scheduler::Impl {
   void Finish(Slot& slot, FinishReason reason, const std::string& error = {});
   void Emit(Slot& slot, Token token);
   void RefreshSlotStates();  // the snapshot Stats() reports
+  Token Sample(Slot& slot);
   int32_t ChooseWidth(int32_t candidates);
   // Keeps the unchanged tail of the slot's previous prompt by shifting it; returns how many
   // tokens were kept (0: nothing done) and fills `pending` with the positions to evaluate.
@@ -379,6 +381,8 @@ void Scheduler::Impl::Admit(std::shared_ptr<Job> job) {
   slot.admitted = Clock::now();
   slot.stream = std::make_unique<TextStream>(job->request_.sampling.stop);
   slot.sampler = MakeSampler(*model, job->request_.sampling);
+  const SamplingParams& sp = job->request_.sampling;
+  slot.plain_greedy = sp.temperature <= 0.0f && sp.grammar.empty() && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0);
   slot.last_used = ++use_counter;
   job->result_.stats.prompt_tokens = static_cast<int32_t>(prompt.size());
   job->result_.stats.cached_tokens = static_cast<int32_t>(prompt.size() - slot.pending.size());
@@ -495,6 +499,34 @@ int32_t Scheduler::Impl::ChooseWidth(int32_t candidates) {
   return best;
 }
 
+// Greedy decoding without penalties or grammar is an argmax: skip building the sampler's
+// candidate array over the whole vocabulary (~150k entries) for every token.
+Token Scheduler::Impl::Sample(Slot& slot) {
+  if (!slot.plain_greedy) return llama_sampler_sample(slot.sampler.get(), ctx, slot.batch_index);
+  const float* logits = llama_get_logits_ith(ctx, slot.batch_index);
+  const bool ignore_eos = slot.job->request_.sampling.ignore_eos;
+  const std::vector<Token>& eog = model->end_of_generation_tokens();
+  Token best = 0;
+  float best_logit = -INFINITY;
+  const int32_t n_vocab = model->info().n_vocab;
+  for (int32_t t = 0; t < n_vocab; ++t) {
+    if (logits[t] > best_logit) {
+      best_logit = logits[t];
+      best = t;
+    }
+  }
+  if (ignore_eos && std::find(eog.begin(), eog.end(), best) != eog.end()) {
+    best_logit = -INFINITY;
+    for (int32_t t = 0; t < n_vocab; ++t) {
+      if (logits[t] > best_logit && std::find(eog.begin(), eog.end(), t) == eog.end()) {
+        best_logit = logits[t];
+        best = t;
+      }
+    }
+  }
+  return best;
+}
+
 void Scheduler::Impl::RefreshSlotStates() {
   std::lock_guard<std::mutex> lock(mutex);
   slot_states.resize(slots.size());
@@ -592,7 +624,7 @@ bool Scheduler::Impl::Step() {
   for (Slot* slot : decoders) {
     slot->cached.push_back(slot->next);
     slot->has_next = false;
-    Token token = llama_sampler_sample(slot->sampler.get(), ctx, slot->batch_index);
+    Token token = Sample(*slot);
     Emit(*slot, token);
   }
   for (auto& [slot, n] : prefills) {
@@ -612,7 +644,7 @@ bool Scheduler::Impl::Step() {
     if (slot->pending_next == slot->pending.size()) {
       slot->cached = prompt;
       slot->prompt_len = prompt.size();
-      Token token = llama_sampler_sample(slot->sampler.get(), ctx, slot->batch_index);
+      Token token = Sample(*slot);
       Emit(*slot, token);
     }
   }

@@ -2,6 +2,12 @@
 
 #include <hs/hs.h>
 
+#if defined(__AVX512BW__) && !defined(HEARTH_SCANNER_NO_SIMD)
+#include <immintrin.h>
+#elif defined(__SSE2__) && !defined(HEARTH_SCANNER_NO_SIMD)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <climits>
@@ -386,8 +392,11 @@ bool InValueContext(std::string_view t, size_t b) {
   if (c == '=' || c == ':' || IsQuote(c)) return true;
   if (blanks == 0) return false;
   auto word_before = [&](std::string_view w) {
-    return p >= w.size() && Lowercase(t.substr(p - w.size(), w.size())) == w &&
-           (p == w.size() || !IsWord(t[p - w.size() - 1]));
+    if (p < w.size()) return false;
+    for (size_t k = 0; k < w.size(); ++k) {
+      if (ToLower(t[p - w.size() + k]) != w[k]) return false;
+    }
+    return p == w.size() || !IsWord(t[p - w.size() - 1]);
   };
   return word_before("bearer") || word_before("token");
 }
@@ -922,117 +931,224 @@ bool IsAnthropicShape(std::string_view token) {  // sk-ant-api03-... / sk-ant-ad
 // ---------------------------------------------------------------------------------------------
 // Prefilters that replace character-class patterns.
 
-// Digits among 8 bytes, branch-free (SWAR): a byte is a digit iff (byte ^ 0x30) <= 9.
-inline unsigned CountDigits8(uint64_t w) {
-  constexpr uint64_t kHigh = 0x8080808080808080ULL;
-  uint64_t y = w ^ 0x3030303030303030ULL;
-  uint64_t ge10 = ((y & 0x7F7F7F7F7F7F7F7FULL) + 0x7676767676767676ULL) | y;  // high bit: not a digit
-  uint64_t digit = (~ge10 & kHigh) >> 7;
-  return static_cast<unsigned>((digit * 0x0101010101010101ULL) >> 56);
-}
-
-// Every numeric identifier we look for (card, SSN, NHS, IBAN, phone without '+') has at least 9
-// digits within 16 bytes, so it lies in a pair of neighbouring 16-byte blocks holding 9 or more
-// digits. Returns merged windows around such pairs; only they go through the numeric database.
-std::vector<std::pair<size_t, size_t>> DigitDenseWindows(std::string_view t) {
-  constexpr size_t kBlock = 16, kMargin = 64;
-  constexpr unsigned kMinDigits = 9;
-  std::vector<std::pair<size_t, size_t>> windows;
-  unsigned previous = 0;
-  auto mark = [&](size_t block_begin, size_t block_end) {
-    size_t lo = block_begin > kMargin ? block_begin - kMargin : 0;
-    size_t hi = std::min(t.size(), block_end + kMargin);
-    if (!windows.empty() && lo <= windows.back().second) {
-      windows.back().second = std::max(windows.back().second, hi);
-    } else {
-      windows.emplace_back(lo, hi);
-    }
-  };
-  size_t i = 0;
-  for (; i + kBlock <= t.size(); i += kBlock) {
-    uint64_t a, b;
-    std::memcpy(&a, t.data() + i, 8);
-    std::memcpy(&b, t.data() + i + 8, 8);
-    unsigned count = CountDigits8(a) + CountDigits8(b);
-    if (previous + count >= kMinDigits) mark(i >= kBlock ? i - kBlock : 0, i + kBlock);
-    previous = count;
-  }
-  unsigned tail = 0;
-  for (size_t k = i; k < t.size(); ++k) tail += IsDigit(t[k]) ? 1 : 0;
-  if (previous + tail >= kMinDigits) mark(i >= kBlock ? i - kBlock : 0, t.size());
-  return windows;
-}
-
-bool IsNumberSeparator(char c) { return c == ' ' || c == '.' || c == '-' || c == '/' || c == '(' || c == ')'; }
-
-// Inside the dense windows, the clusters of digits joined by one or two separators that hold 9
-// or more digits (hex hashes fall apart here: their digits are split by letters). Returns the
-// merged regions around them, with room for an IBAN's letters before the digits.
-std::vector<std::pair<size_t, size_t>> NumberClusters(std::string_view t) {
-  constexpr size_t kBefore = 40, kAfter = 8;
-  constexpr unsigned kMinDigits = 9;
-  std::vector<std::pair<size_t, size_t>> regions;
-  size_t n = t.size();
-  for (auto [lo, hi] : DigitDenseWindows(t)) {
-    size_t i = std::max(lo, regions.empty() ? 0 : regions.back().second);
-    while (i < hi) {
-      while (i < hi && !IsDigit(t[i])) ++i;
-      if (i >= hi) break;
-      size_t begin = i, e = i;
-      unsigned digits = 0;
-      for (;;) {
-        while (e < n && IsDigit(t[e])) {
-          ++e;
-          ++digits;
-        }
-        size_t k = e;
-        while (k < n && k - e < 2 && IsNumberSeparator(t[k])) ++k;
-        if (k == e || k >= n || !IsDigit(t[k])) break;
-        e = k;
-      }
-      if (digits >= kMinDigits) {
-        size_t rlo = begin > kBefore ? begin - kBefore : 0, rhi = std::min(n, e + kAfter);
-        if (!regions.empty() && rlo <= regions.back().second) {
-          regions.back().second = std::max(regions.back().second, rhi);
-        } else {
-          regions.emplace_back(rlo, rhi);
-        }
-      }
-      i = e + 1;
-    }
-  }
-  return regions;
-}
-
 const std::array<bool, 256> kTokenChar = [] {
   std::array<bool, 256> table{};
   for (int c = 0; c < 256; ++c) table[c] = IsTokenChar(static_cast<char>(c));
   return table;
 }();
 
-// Calls f(begin, end) for every maximal run of base64/base64url characters at least `min` long.
-// Looks at every min-th byte first: a byte outside the class rules out every run through it.
-template <typename F>
-void ForEachTokenRun(std::string_view t, size_t min, F&& f) {
-  const auto* s = reinterpret_cast<const unsigned char*>(t.data());
-  size_t n = t.size(), i = 0;  // invariant: i == 0 or s[i - 1] is outside the class
-  while (i + min <= n) {
-    size_t probe = i + min - 1;
-    if (!kTokenChar[s[probe]]) {
-      i = probe + 1;
-      continue;
-    }
-    size_t b = probe;
-    while (b > i && kTokenChar[s[b - 1]]) --b;
-    if (b > i) {  // the run through `probe` starts at b and is still short: probe further on
-      i = b;
-      continue;
-    }
-    size_t e = probe + 1;  // [i, probe] is a run of `min`: find its end
-    while (e < n && kTokenChar[s[e]]) ++e;
-    f(i, e);
-    i = e + 1;
+// Per 64-byte chunk: digits per 16-byte block, which bytes are base64/base64url characters,
+// and which are '@'. The widest instruction set the compiler targets is used (the build passes
+// -march=native with HEARTH_NATIVE); SSE2 is the x86-64 baseline; other CPUs take the scalar loop.
+struct ChunkMasks {
+  unsigned digit_count[4];
+  uint64_t tokens;
+  uint64_t at_signs;
+};
+
+#if defined(__AVX512BW__) && !defined(HEARTH_SCANNER_NO_SIMD)
+inline ChunkMasks ClassifyChunk(const unsigned char* p) {
+  const __m512i v = _mm512_loadu_si512(p);
+  auto in_range = [](__m512i x, char lo, int count) {
+    return _mm512_cmplt_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(lo)), _mm512_set1_epi8(static_cast<char>(count)));
+  };
+  __mmask64 digit = in_range(v, '0', 10);
+  __mmask64 alpha = in_range(_mm512_or_si512(v, _mm512_set1_epi8(0x20)), 'a', 26);
+  __mmask64 punct = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('_')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('-')) |
+                    _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('+')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('/'));
+  ChunkMasks m;
+  for (int k = 0; k < 4; ++k) m.digit_count[k] = static_cast<unsigned>(__builtin_popcountll((digit >> (16 * k)) & 0xFFFF));
+  m.tokens = digit | alpha | punct;
+  m.at_signs = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('@'));
+  return m;
+}
+#elif defined(__SSE2__) && !defined(HEARTH_SCANNER_NO_SIMD)
+inline ChunkMasks ClassifyChunk(const unsigned char* p) {
+  ChunkMasks m{{0, 0, 0, 0}, 0, 0};
+  for (int k = 0; k < 4; ++k) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
+    auto in_range = [](__m128i x, char lo, int count) {  // lo <= x < lo + count, unsigned, via a signed compare
+      __m128i shifted = _mm_add_epi8(x, _mm_set1_epi8(static_cast<char>(-128 - lo)));
+      return _mm_cmplt_epi8(shifted, _mm_set1_epi8(static_cast<char>(-128 + count)));
+    };
+    __m128i digit = in_range(v, '0', 10);
+    __m128i alpha = in_range(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 26);
+    __m128i punct = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('_')), _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))),
+                                 _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('+')), _mm_cmpeq_epi8(v, _mm_set1_epi8('/'))));
+    __m128i token = _mm_or_si128(_mm_or_si128(digit, alpha), punct);
+    __m128i sums = _mm_sad_epu8(_mm_and_si128(digit, _mm_set1_epi8(1)), _mm_setzero_si128());  // per 8-byte half
+    m.digit_count[k] = static_cast<unsigned>(_mm_cvtsi128_si32(sums) + _mm_extract_epi16(sums, 4));
+    m.tokens |= uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(token))} << (16 * k);
+    m.at_signs |= uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('@'))))} << (16 * k);
   }
+  return m;
+}
+#else
+inline ChunkMasks ClassifyChunk(const unsigned char* p) {
+  ChunkMasks m{{0, 0, 0, 0}, 0, 0};
+  for (unsigned i = 0; i < 64; ++i) {
+    m.digit_count[i / 16] += p[i] >= '0' && p[i] <= '9' ? 1u : 0u;
+    m.tokens |= uint64_t{kTokenChar[p[i]] ? 1u : 0u} << i;
+    m.at_signs |= uint64_t{p[i] == '@' ? 1u : 0u} << i;
+  }
+  return m;
+}
+#endif
+
+// One pass over the text, 64 bytes at a time, that finds where the character-class detectors
+// must look (Vectorscan is slow on character classes, fast on literals):
+//  - digit windows: every numeric identifier we look for (card, SSN, NHS, IBAN, phone) has at
+//    least 9 digits within 16 bytes, so it lies in two neighbouring blocks holding 9 or more
+//    digits; the windows around such pairs, merged.
+//  - token runs: maximal runs of base64/base64url characters at least 24 long, found on the bit
+//    masks (24 ones in a row) and then measured byte by byte;
+//  - every '@' (a one-byte literal slows Vectorscan's literal matcher down noticeably).
+struct Prefilter {
+  std::vector<std::pair<size_t, size_t>> digit_windows;
+  std::vector<std::pair<size_t, size_t>> token_runs;
+  std::vector<size_t> at_signs;  // offsets of '@', for the e-mail rule
+};
+
+Prefilter RunPrefilter(std::string_view t, bool want_token_runs) {
+  constexpr size_t kBlock = 16, kChunk = 64, kMargin = 64;
+  constexpr unsigned kMinDigits = 9;
+  Prefilter out;
+  const auto* s = reinterpret_cast<const unsigned char*>(t.data());
+  const size_t n = t.size();
+  unsigned previous_count = 0;  // digits in the block before this chunk
+  uint64_t previous_tokens = 0;  // token mask of the previous chunk
+  size_t runs_done_until = 0;    // token runs that start before this offset are already measured
+  unsigned char padded[kChunk];
+
+  auto mark_digits = [&](size_t block) {  // this block and the one before hold >= 9 digits
+    size_t lo = block >= kBlock + kMargin ? block - kBlock - kMargin : 0;
+    size_t hi = std::min(n, block + kBlock + kMargin);
+    auto& w = out.digit_windows;
+    if (!w.empty() && lo <= w.back().second) {
+      w.back().second = std::max(w.back().second, hi);
+    } else {
+      w.emplace_back(lo, hi);
+    }
+  };
+  // Runs of >= 24 token characters that start in the chunk at `base` (mask `low`), seen with the
+  // next chunk's mask `high` so that runs crossing the boundary count.
+  auto find_runs = [&](size_t base, uint64_t low, uint64_t high) {
+    unsigned __int128 r = (static_cast<unsigned __int128>(high) << 64) | low;
+    r &= r >> 1;   // bit i: i..i+1 are token characters
+    r &= r >> 2;   // i..i+3
+    r &= r >> 4;   // i..i+7
+    r &= r >> 8;   // i..i+15
+    r &= r >> 8;   // i..i+23
+    uint64_t starts = static_cast<uint64_t>(r);
+    while (starts != 0) {
+      size_t start = base + static_cast<size_t>(__builtin_ctzll(starts));
+      if (start >= runs_done_until) {
+        size_t b = start, e = start + 24;
+        while (b > 0 && kTokenChar[s[b - 1]]) --b;
+        while (e < n && kTokenChar[s[e]]) ++e;
+        out.token_runs.emplace_back(b, e);
+        runs_done_until = e;
+      }
+      size_t next = std::max(runs_done_until, start + 1);  // drop this start and those inside the run
+      if (next >= base + 64) break;
+      starts &= ~((uint64_t{1} << (next - base)) - 1);
+    }
+  };
+
+  for (size_t chunk = 0; chunk < n; chunk += kChunk) {
+    const unsigned char* p = s + chunk;
+    if (chunk + kChunk > n) {  // the last, partial chunk: pad with bytes that match nothing
+      std::memset(padded, 0, kChunk);
+      std::memcpy(padded, p, n - chunk);
+      p = padded;
+    }
+    ChunkMasks m = ClassifyChunk(p);
+    unsigned total = previous_count + m.digit_count[0] + m.digit_count[1] + m.digit_count[2] + m.digit_count[3];
+    if (total >= kMinDigits) {
+      unsigned before = previous_count;
+      for (size_t k = 0; k < 4; ++k) {
+        if (before + m.digit_count[k] >= kMinDigits) mark_digits(chunk + k * kBlock);
+        before = m.digit_count[k];
+      }
+    }
+    previous_count = m.digit_count[3];
+    for (uint64_t at = m.at_signs; at != 0; at &= at - 1) out.at_signs.push_back(chunk + static_cast<size_t>(__builtin_ctzll(at)));
+    if (!want_token_runs) continue;
+    if (chunk > 0 && previous_tokens != 0) find_runs(chunk - kChunk, previous_tokens, m.tokens);
+    previous_tokens = m.tokens;
+  }
+  if (want_token_runs && n > 0 && previous_tokens != 0) find_runs((n - 1) / kChunk * kChunk, previous_tokens, 0);
+  return out;
+}
+
+bool IsNumberSeparator(char c) { return c == ' ' || c == '.' || c == '-' || c == '/' || c == '(' || c == ')'; }
+
+// Inside the digit windows, the clusters of digits joined by one or two separators that hold 9
+// or more digits (hex hashes fall apart here: letters split their digits; a cluster followed by
+// "-<letter>" is a UUID). Returns the merged regions around them, with room before for an
+// IBAN's letters or a phone number's '+'.
+std::vector<std::pair<size_t, size_t>> NumberClusters(std::string_view t,
+                                                      const std::vector<std::pair<size_t, size_t>>& windows) {
+  constexpr size_t kBefore = 40, kAfter = 8;
+  constexpr unsigned kMinDigits = 9;
+  static const std::array<bool, 256> kNumberChar = [] {
+    std::array<bool, 256> table{};
+    for (int c = 0; c < 256; ++c) table[c] = IsDigit(static_cast<char>(c)) || IsNumberSeparator(static_cast<char>(c));
+    return table;
+  }();
+  const auto* s = reinterpret_cast<const unsigned char*>(t.data());
+  std::vector<std::pair<size_t, size_t>> regions;
+  size_t n = t.size(), i = 0;
+  for (auto [lo, hi] : windows) {
+    i = std::max(i, lo);
+    // A cluster of 9 digits is a run of at least 9 digits and separators: probe every 9th byte
+    // (hex, where letters split the digits, is passed over in a few steps).
+    while (i + kMinDigits <= hi) {
+      size_t probe = i + kMinDigits - 1;
+      if (!kNumberChar[s[probe]]) {
+        i = probe + 1;
+        continue;
+      }
+      size_t b = probe;
+      while (b > i && kNumberChar[s[b - 1]]) --b;
+      if (b > i) {
+        i = b;
+        continue;
+      }
+      size_t run_end = probe + 1;
+      while (run_end < n && kNumberChar[s[run_end]]) ++run_end;
+      // Clusters inside the run: digit groups joined by at most two separators.
+      size_t k = i;
+      while (k < run_end) {
+        while (k < run_end && !IsDigit(t[k])) ++k;
+        if (k >= run_end) break;
+        size_t begin = k, e = k;
+        unsigned digits = 0;
+        for (;;) {
+          while (e < run_end && IsDigit(t[e])) {
+            ++e;
+            ++digits;
+          }
+          size_t gap = e;
+          while (gap < run_end && gap - e < 2 && !IsDigit(t[gap])) ++gap;
+          if (gap == e || gap >= run_end || !IsDigit(t[gap])) break;
+          e = gap;
+        }
+        bool uuid_like = e + 1 < n && t[e] == '-' && IsAlpha(t[e + 1]);
+        if (digits >= kMinDigits && !uuid_like) {
+          size_t rlo = begin > kBefore ? begin - kBefore : 0, rhi = std::min(n, e + kAfter);
+          if (!regions.empty() && rlo <= regions.back().second) {
+            regions.back().second = std::max(regions.back().second, rhi);
+          } else {
+            regions.emplace_back(rlo, rhi);
+          }
+        }
+        k = e + 1;
+      }
+      i = run_end + 1;
+    }
+  }
+  return regions;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1246,6 +1362,7 @@ struct Scanner::Impl {
   std::vector<size_t> custom_window;  // per custom pattern: how far back its start can be
   bool high_entropy = false;
   size_t high_entropy_rule = 0;
+  size_t email_rule = 0;
   hs_database_t* anchor_db = nullptr;
   hs_database_t* numeric_db = nullptr;
   hs_database_t* custom_db = nullptr;  // custom patterns, no start of match: where they end
@@ -1349,12 +1466,11 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
 
   if (config.high_entropy) {
     high_entropy = true;
-    high_entropy_rule = AddRule("high_entropy_token", S, 9);  // found by ForEachTokenRun, not Vectorscan
+    high_entropy_rule = AddRule("high_entropy_token", S, 9);  // found by RunPrefilter, not Vectorscan
   }
 
   // Personal data.
-  r = AddRule("email", P, 2);
-  AddAnchor(r, "@", ConfirmEmail);
+  email_rule = AddRule("email", P, 2);  // every '@' comes from RunPrefilter
 
   r = AddRule("iban", P, 2);
   AddNumeric(r, R"(\b[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4})", ConfirmIban);
@@ -1370,7 +1486,7 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
   AddAnchorCases(r, "NHS", [](std::string_view t, size_t end, size_t) { return FromNhsLabel(t, end); });
 
   r = AddRule("phone_number", P, 3);
-  for (char d = '1'; d <= '9'; ++d) AddAnchor(r, std::string{'+', d}, ConfirmPhoneE164);
+  AddNumeric(r, R"(\+[1-9][0-9 .\-()]{6,24}[0-9])", ConfirmPhoneE164);
   AddNumeric(r, R"(\b[2-9][0-9]{2}[\-. ][2-9][0-9]{2}[\-. ][0-9]{4}\b)", ConfirmPhoneNanp);
   AddNumeric(r, R"(\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}\b)", ConfirmPhoneNanpParen);
   AddNumeric(r, R"(\b0[1-9][0-9]{1,3}[ \-/][0-9]{3,4}[ \-]?[0-9]{3,4}\b)", ConfirmPhoneNational);
@@ -1532,20 +1648,26 @@ std::vector<Finding> Scanner::Scan(std::string_view text) const {
   // 2. Digit patterns only around long clusters of digits. Regions start anywhere, so a '\b' at
   //    a region edge may hold where it does not in the text: the confirmations recheck the
   //    neighbours.
+  Prefilter prefilter = RunPrefilter(text, impl.high_entropy);
   std::vector<Report> numeric;
-  for (auto [lo, hi] : NumberClusters(text)) {
+  for (auto [lo, hi] : NumberClusters(text, prefilter.digit_windows)) {
     std::vector<Report> window;
     hs_scan(impl.numeric_db, text.data() + lo, static_cast<unsigned>(hi - lo), 0, scratch.get(), CollectReport, &window);
     for (const Report& r : window) numeric.push_back(Report{r.id, r.end + lo});
   }
   impl.ProcessReports(text, impl.numeric, numeric, candidates);
 
-  // 3. Random-looking tokens in value context.
-  if (impl.high_entropy) {
-    ForEachTokenRun(text, 24, [&](size_t b, size_t e) {
-      Verdict v = ConfirmHighEntropy(text, b, e);
-      if (v.found) candidates.push_back(Candidate{v.begin, v.end, impl.high_entropy_rule});
-    });
+  // 3. E-mail addresses around each '@', and random-looking tokens in value context.
+  size_t email_resume = 0;
+  for (size_t at : prefilter.at_signs) {
+    if (at < email_resume) continue;
+    Verdict v = ConfirmEmail(text, at + 1);
+    email_resume = v.resume;
+    if (v.found) candidates.push_back(Candidate{v.begin, v.end, impl.email_rule});
+  }
+  for (auto [b, e] : prefilter.token_runs) {
+    Verdict v = ConfirmHighEntropy(text, b, e);
+    if (v.found) candidates.push_back(Candidate{v.begin, v.end, impl.high_entropy_rule});
   }
 
   // 4. Custom patterns: where they end, then where they start.

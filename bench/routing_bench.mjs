@@ -1,0 +1,381 @@
+#!/usr/bin/env node
+// Privacy-gateway routing overhead: what hearth adds to a request it proxies to a cloud backend.
+// node >= 20, no dependencies.
+//
+//   node bench/routing_bench.mjs [--hearth build-sbench/src/hearth] [--n 500] [--warmup 20]
+//        [--modes disk,shm] [--model ../shared/models/stories260K.gguf] [--out FILE.json]
+//
+// It starts tests/fake_cloud/server.mjs (latency_ms 0, tokens_per_second 0: it answers at once)
+// and, per mode, `hearth serve` with a policy whose only rule sends every request to it:
+//   rules: [{name: all-to-fake, when: {}, action: cloud, backend: fake}]
+//   egress: {allow: ["127.0.0.1:<port>"]}, backend fake: type openai, api_key_env set
+// and a small local model (stories260K, or `hearth dev gen-model --shape tiny` when it is
+// missing) that is never used. Then N non-streaming chat requests through hearth and N
+// directly to the fake provider with the same body, alternating (hearth, direct, hearth, ...),
+// sequentially, each client on its own keep-alive connection; then the same with stream: true,
+// where the figure is the time to the first non-empty content delta (TTFT).
+// The body is a ~2 KB user message (code plus prose) with one planted AWS access key, so the
+// scanner finds it, the redactor replaces it with a placeholder before sending, and the
+// restorer puts it back into the echoed answer (the fake answers "ECHO: " + the message).
+//
+// Modes (where the audit log lives; hearth appends one SQLite record per request, in WAL mode
+// with synchronous=FULL, so each request pays for an fsync):
+//   disk   --audit-db in a fresh directory under os.tmpdir() (or --audit-dir DIR)
+//   shm    --audit-db under /dev/shm (tmpfs: fsync costs nothing), to isolate the fsync
+//   clean  like shm, and a message without the planted secret (nothing to redact)
+// The audit records carry hearth's own latency_ms (routing decision + redaction + the backend
+// call + restoring; not HTTP parsing/serialisation, not the audit append itself): exported with
+// `hearth audit export` they split the overhead into "inside the router" and "outside".
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { quantile, median, mean } from './server_bench.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(here, '..');
+
+function parseArgs(argv) {
+  const out = {};
+  for (let i = 0; i < argv.length; i++) {
+    if (!argv[i].startsWith('--')) continue;
+    const next = argv[i + 1];
+    if (next === undefined || next.startsWith('--')) out[argv[i].slice(2)] = true;
+    else { out[argv[i].slice(2)] = next; i++; }
+  }
+  return out;
+}
+const args = parseArgs(process.argv.slice(2));
+const N = Number(args.n ?? 500);
+const WARMUP = Number(args.warmup ?? 20);
+const MAX_TOKENS = Number(args['max-tokens'] ?? 64);  // the fake's reply: MAX_TOKENS events of 3 characters
+const MODES = String(args.modes ?? 'disk,shm').split(',').filter(Boolean);
+const HEARTH = args.hearth ?? process.env.HEARTH_BIN ?? path.join(ROOT, 'build-sbench/src/hearth');
+const FAKE_KEY = 'bench-fake-key-0123456789';
+const SECRET = 'AKIAIOSFODNN7EXAMPLE';
+
+if (!existsSync(HEARTH)) {
+  console.error(`hearth binary not found at ${HEARTH}: build it (bench/run-server-bench.sh does) or pass --hearth`);
+  process.exit(2);
+}
+
+const children = new Set();
+const tempDirs = [];
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+for (const s of ['SIGINT', 'SIGTERM']) process.once(s, () => process.exit(130));
+
+function tempDir(base) {
+  const d = mkdtempSync(path.join(base, 'hearth-routing-'));
+  tempDirs.push(d);
+  return d;
+}
+
+// ---- the request body ----------------------------------------------------------------------
+
+function message(withSecret) {
+  // The key sits in the first line so that the (max_tokens-truncated) echo still contains its
+  // placeholder and hearth's restorer has something to put back.
+  const code = [
+    `AWS_ACCESS_KEY_ID = "${withSecret ? SECRET : 'read-from-the-environment'}"`,
+    'import boto3',
+    'import json',
+    '',
+    'def upload_report(bucket: str, key: str, report: dict) -> None:',
+    '    """Serialise the report and store it in S3 under the given key."""',
+    '    session = boto3.session.Session(',
+    '        aws_access_key_id=AWS_ACCESS_KEY_ID,',
+    '        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],',
+    '        region_name="eu-west-1",',
+    '    )',
+    '    client = session.client("s3")',
+    '    body = json.dumps(report, indent=2, sort_keys=True).encode("utf-8")',
+    '    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")',
+    '',
+  ].join('\n');
+  let text = code + '\nExplain what this deployment helper does, point out anything that looks risky, ' +
+    'and suggest how to restructure it so that credentials are not kept in the source file.\n\n';
+  const filler = 'The report is produced nightly by the batch job, uploaded to the reporting bucket, ' +
+    'and read by the dashboard service, which caches it for an hour before fetching it again. ';
+  while (text.length < 2048) text += filler;
+  return text.slice(0, 2048);
+}
+
+// hearth always asks the provider for a stream (stream: true, include_usage), whatever the
+// client asked for; `upstream` builds that body for the "direct, as hearth asks" baseline.
+const body = (withSecret, stream, upstream = false) => JSON.stringify({
+  model: 'stories260K', stream, max_tokens: MAX_TOKENS, temperature: 0,
+  ...(upstream ? { stream_options: { include_usage: true } } : {}),
+  messages: [{ role: 'user', content: message(withSecret) }],
+});
+
+// ---- processes -----------------------------------------------------------------------------
+
+async function startFake() {
+  const proc = spawn(process.execPath, [path.join(ROOT, 'tests/fake_cloud/server.mjs'), '--watch-stdin'],
+    { stdio: ['pipe', 'pipe', 'inherit'] });
+  children.add(proc);
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)).port);
+    });
+    proc.once('exit', (code) => reject(new Error(`fake provider exited ${code}`)));
+  });
+  return { proc, port };
+}
+
+function localModel() {
+  const stories = args.model ?? path.resolve(ROOT, '..', 'shared', 'models', 'stories260K.gguf');
+  if (existsSync(stories)) return stories;
+  const out = path.join(tempDir(os.tmpdir()), 'tiny.gguf');
+  const r = spawnSync(HEARTH, ['dev', 'gen-model', '--shape', 'tiny', '--out', out], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error('hearth dev gen-model failed: ' + r.stderr);
+  return out;
+}
+
+function policy(port) {
+  return `version: 1
+egress:
+  allow: ["127.0.0.1:${port}"]
+backends:
+  - name: fake
+    type: openai
+    url: http://127.0.0.1:${port}/v1
+    model: fake-gpt
+    api_key_env: HEARTH_BENCH_FAKE_KEY
+rules:
+  - name: all-to-fake
+    when: {}
+    action: cloud
+    backend: fake
+default: local
+`;
+}
+
+async function startHearth(argv) {
+  const proc = spawn(HEARTH, ['serve', '--port', '0', ...argv], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, HEARTH_HOST: '', HEARTH_API_KEY: '', HEARTH_POLICY: '', HEARTH_BENCH_FAKE_KEY: FAKE_KEY },
+  });
+  children.add(proc);
+  let log = '';
+  proc.stderr.setEncoding('utf8');
+  const port = await new Promise((resolve, reject) => {
+    proc.stderr.on('data', (d) => {
+      log += d;
+      const m = /hearth: listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.once('exit', (code) => reject(new Error(`hearth serve exited ${code}:\n${log}`)));
+  });
+  return {
+    proc, port, log: () => log,
+    stop: () => new Promise((resolve) => {
+      proc.once('exit', () => { children.delete(proc); resolve(); });
+      proc.kill('SIGTERM');
+    }),
+  };
+}
+
+// ---- the client: node:http on one keep-alive connection per target ------------------------
+
+function post(agent, port, urlPath, payload, { stream }) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let ttft = null;
+    let buf = '';
+    let text = '';
+    const req = http.request({
+      host: '127.0.0.1', port, path: urlPath, method: 'POST', agent,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), authorization: `Bearer ${FAKE_KEY}` },
+    }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (d) => {
+        if (!stream) { text += d; return; }
+        buf += d;
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const ev = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
+          const j = JSON.parse(ev.slice(6));
+          const c = j.choices?.[0]?.delta?.content;
+          if (c) {
+            if (ttft === null) ttft = performance.now() - t0;
+            text += c;
+          }
+        }
+      });
+      res.on('end', () => {
+        const total = performance.now() - t0;
+        if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode} from :${port}${urlPath}: ${text.slice(0, 300)}`));
+        if (!stream) text = JSON.parse(text).choices[0].message.content;
+        resolve({ total, ttft, text, route: res.headers['x-hearth-route'] ?? null });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+const stats = (v) => ({
+  n: v.length, p50: +quantile(v, 0.5).toFixed(3), p95: +quantile(v, 0.95).toFixed(3), p99: +quantile(v, 0.99).toFixed(3),
+  mean: +mean(v).toFixed(3), max: +Math.max(...v).toFixed(3),
+});
+
+// Alternates: hearth, direct with the same body, direct with the streaming body hearth sends
+// upstream (for the non-streaming case, where they differ). Returns the latency statistics.
+async function measure(hearthPort, fakePort, withSecret, stream) {
+  const agents = [0, 1, 2].map(() => new http.Agent({ keepAlive: true, maxSockets: 1 }));
+  const payload = body(withSecret, stream);
+  const upstreamPayload = body(withSecret, true, true);
+  const hearthMs = [], directMs = [], upstreamMs = [];
+  for (let i = 0; i < WARMUP + N; i++) {
+    const h = await post(agents[0], hearthPort, '/v1/chat/completions', payload, { stream });
+    const d = await post(agents[1], fakePort, '/v1/chat/completions', payload, { stream });
+    const u = stream ? null : await post(agents[2], fakePort, '/v1/chat/completions', upstreamPayload, { stream: true });
+    if (h.route !== 'cloud' && !stream) throw new Error(`hearth served the request '${h.route}', not 'cloud'`);
+    if (withSecret && !h.text.includes(SECRET)) throw new Error('the planted secret was not restored in the answer: ' + h.text.slice(0, 200));
+    if (i < WARMUP) continue;
+    hearthMs.push(stream ? h.ttft : h.total);
+    directMs.push(stream ? d.ttft : d.total);
+    if (u) upstreamMs.push(u.total);
+  }
+  for (const a of agents) a.destroy();
+  const hs = stats(hearthMs), ds = stats(directMs);
+  const over = (b) => ({ p50: +(hs.p50 - b.p50).toFixed(3), p95: +(hs.p95 - b.p95).toFixed(3), p99: +(hs.p99 - b.p99).toFixed(3), mean: +(hs.mean - b.mean).toFixed(3) });
+  const out = {
+    metric: stream ? 'ttft_ms' : 'total_ms', payload_bytes: Buffer.byteLength(payload),
+    hearth: hs, direct: ds, overhead: over(ds),
+    paired_difference: stats(hearthMs.map((x, i) => x - directMs[i])),
+  };
+  if (upstreamMs.length) {
+    out.direct_as_hearth_asks = stats(upstreamMs);  // stream: true, read to the end
+    out.overhead_vs_as_hearth_asks = over(out.direct_as_hearth_asks);
+    out.paired_difference_vs_as_hearth_asks = stats(hearthMs.map((x, i) => x - upstreamMs[i]));
+  }
+  return out;
+}
+
+function auditLatencies(db) {
+  const r = spawnSync(HEARTH, ['audit', 'export', '--db', db], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (r.status !== 0) throw new Error('hearth audit export failed: ' + r.stderr);
+  const recs = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return recs;
+}
+
+// ---- main ----------------------------------------------------------------------------------
+
+async function main() {
+  const fake = await startFake();
+  const model = localModel();
+  const dir = tempDir(os.tmpdir());
+  const policyPath = path.join(dir, 'hearth.yaml');
+  writeFileSync(policyPath, policy(fake.port));
+  const result = {
+    date: new Date().toISOString(), n: N, warmup: WARMUP, max_tokens: MAX_TOKENS, hearth: HEARTH, model, cpu: os.cpus()[0]?.model, nproc: os.cpus().length,
+    load_before: os.loadavg().map((x) => +x.toFixed(2)), policy: policy('PORT'), modes: {},
+  };
+  const gitRev = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
+  const dirty = spawnSync('git', ['-C', ROOT, 'diff', '--quiet', 'HEAD']).status !== 0;
+  result.hearth_commit = gitRev + (dirty ? '+dirty' : '');
+  for (const mode of MODES) {
+    const base = mode === 'disk' ? (args['audit-dir'] ?? os.tmpdir()) : '/dev/shm';
+    const auditDir = tempDir(base);
+    const auditDb = path.join(auditDir, 'audit.db');
+    const argv = ['--model', `stories260K=${model}`, '--policy', policyPath, '--audit-db', auditDb, '--parallel', '1', '--threads', '1'];
+    const hearth = await startHearth(argv);
+    const withSecret = mode !== 'clean';
+    process.stderr.write(`== ${mode}: hearth serve ${argv.join(' ')} (audit log on ${base})\n`);
+    await postJson(fake.port, '/_reset', {});
+    const nonStream = await measure(hearth.port, fake.port, withSecret, false);
+    process.stderr.write(`   non-streaming: hearth P50 ${nonStream.hearth.p50} P99 ${nonStream.hearth.p99} ms, direct P50 ${nonStream.direct.p50} P99 ${nonStream.direct.p99} ms\n`);
+    // What hearth sent: the secret must not have left.
+    const received = await getJson(fake.port, '/_received');
+    const leaked = received.filter((r) => r.body.includes(SECRET) && r.headers['user-agent'] === 'hearth').length;
+    await postJson(fake.port, '/_reset', {});
+    const streamed = await measure(hearth.port, fake.port, withSecret, true);
+    process.stderr.write(`   streaming TTFT: hearth P50 ${streamed.hearth.p50} P99 ${streamed.hearth.p99} ms, direct P50 ${streamed.direct.p50} P99 ${streamed.direct.p99} ms\n`);
+    await hearth.stop();
+    const recs = auditLatencies(auditDb);
+    // The non-streaming records are the first WARMUP+N; hearth's latency_ms is measured inside the router.
+    const ns = recs.slice(WARMUP, WARMUP + N).map((r) => r.latency_ms);
+    const routerMs = stats(ns);
+    result.modes[mode] = {
+      audit_db: auditDb, secret: withSecret, secret_leaked_requests: leaked, audit_records: recs.length,
+      findings_example: recs[0]?.findings, redactions_example: recs[0]?.redactions,
+      non_streaming: nonStream, streaming: streamed,
+      router_latency_ms_non_streaming: routerMs,
+      outside_router_ms: {  // client-observed hearth latency minus the router's own latency_ms
+        p50: +(nonStream.hearth.p50 - routerMs.p50).toFixed(3), p99: +(nonStream.hearth.p99 - routerMs.p99).toFixed(3),
+        mean: +(nonStream.hearth.mean - routerMs.mean).toFixed(3),
+      },
+    };
+  }
+  result.load_after = os.loadavg().map((x) => +x.toFixed(2));
+  fake.proc.kill();
+  printReport(result);
+  if (args.out) {
+    writeFileSync(args.out, JSON.stringify(result, null, 1) + '\n');
+    process.stderr.write(`wrote ${args.out}\n`);
+  }
+}
+
+function postJson(port, p, obj) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(obj);
+    const req = http.request({ host: '127.0.0.1', port, path: p, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
+      let t = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { t += d; });
+      res.on('end', () => resolve(JSON.parse(t)));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+const getJson = (port, p) => new Promise((resolve, reject) => {
+  http.get({ host: '127.0.0.1', port, path: p }, (res) => {
+    let t = '';
+    res.setEncoding('utf8');
+    res.on('data', (d) => { t += d; });
+    res.on('end', () => resolve(JSON.parse(t)));
+  }).on('error', reject);
+});
+
+function printReport(r) {
+  const f = (x) => (Number.isFinite(x) ? x.toFixed(2) : '–');
+  const lines = [];
+  lines.push(`routing overhead: N=${r.n} (+${r.warmup} warmup) sequential requests each way, alternating; ${r.cpu}; hearth ${r.hearth_commit}; load ${r.load_before.join(' ')} -> ${r.load_after.join(' ')}`);
+  lines.push('');
+  lines.push('| audit log | request | baseline | direct P50 | P95 | P99 | via hearth P50 | P95 | P99 | overhead P50 | P95 | P99 | paired diff P50 | P99 |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const [mode, m] of Object.entries(r.modes)) {
+    const label = `${mode}${m.secret ? '' : ' (no secret)'}`;
+    const row = (kind, base, b, o, p, h) => lines.push(`| ${label} | ${kind} | ${base} | ${f(b.p50)} | ${f(b.p95)} | ${f(b.p99)} | ` +
+      `${f(h.p50)} | ${f(h.p95)} | ${f(h.p99)} | ${f(o.p50)} | ${f(o.p95)} | ${f(o.p99)} | ${f(p.p50)} | ${f(p.p99)} |`);
+    const x = m.non_streaming, y = m.streaming;
+    row('non-streaming, total', 'same body', x.direct, x.overhead, x.paired_difference, x.hearth);
+    row('non-streaming, total', 'stream: true, to the end (what hearth asks)', x.direct_as_hearth_asks, x.overhead_vs_as_hearth_asks, x.paired_difference_vs_as_hearth_asks, x.hearth);
+    row('streaming, TTFT', 'same body', y.direct, y.overhead, y.paired_difference, y.hearth);
+  }
+  lines.push('');
+  lines.push('| audit log | router latency_ms P50 | P99 | client-observed minus router P50 | P99 |');
+  lines.push('|---|---|---|---|---|');
+  for (const [mode, m] of Object.entries(r.modes)) {
+    lines.push(`| ${mode} | ${f(m.router_latency_ms_non_streaming.p50)} | ${f(m.router_latency_ms_non_streaming.p99)} | ${f(m.outside_router_ms.p50)} | ${f(m.outside_router_ms.p99)} |`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+main().catch((e) => { console.error(e.stack || String(e)); process.exit(1); });
