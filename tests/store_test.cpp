@@ -17,9 +17,11 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
+#include "api/http_server.h"
 #include "api/store_api.h"
 #include "engine/error.h"
 #include "engine/model_pool.h"
@@ -385,6 +387,11 @@ TEST_F(StoreTest, ImportListShowCopyRemove) {
   store.Remove("tiny");
   EXPECT_FALSE(store.Find("tiny"));
   EXPECT_TRUE(store.HasBlob(m.model.digest)) << "still used by tiny2:v1";
+  // replacing a name with other content frees the old blob
+  const std::string other = std::string(HEARTH_LLAMA_MODELS_DIR) + "/ggml-vocab-qwen2.gguf";
+  store.Import(other, "tiny2:v1");
+  EXPECT_EQ(CountIn(root_ + "/blobs"), 1u);
+  EXPECT_FALSE(store.HasBlob(m.model.digest));
   store.Remove("tiny2:v1");
   EXPECT_TRUE(store.List().empty());
   EXPECT_EQ(CountIn(root_ + "/blobs"), 0u) << "unreferenced blobs are collected";
@@ -630,6 +637,7 @@ TEST_F(StoreTest, TamperedBlobFailsVerifyAndRefusesToLoad) {
   store.Import(model_, "tiny:same");
   ResolvedModel r = store.Resolve("tiny");
   EXPECT_EQ(r.path, store.BlobPath(m.model.digest));
+  EXPECT_NO_THROW(store.CheckBlobPath(r.path));
   VerifyReport ok = store.Verify();
   EXPECT_TRUE(ok.ok());
   ASSERT_EQ(ok.blobs.size(), 1u);
@@ -654,6 +662,8 @@ TEST_F(StoreTest, TamperedBlobFailsVerifyAndRefusesToLoad) {
   ASSERT_EQ(bad.blobs.size(), 1u);
   EXPECT_NE(bad.blobs[0].problem.find("corrupt"), std::string::npos);
   EXPECT_EQ(CatchEngineError([&] { Store(root_).Resolve("tiny:same"); }).kind(), ErrorKind::kInvalidModel);
+  EXPECT_EQ(CatchEngineError([&] { store.CheckBlobPath(r.path); }).kind(), ErrorKind::kInvalidModel);
+  EXPECT_NO_THROW(store.CheckBlobPath(model_));  // not a blob of this store: not its business
 
   // Truncation is caught by the size check without hashing.
   fs::resize_file(r.path, m.model.size - 10);
@@ -1092,4 +1102,59 @@ TEST_F(StoreTest, ApiPullErrorMidStreamIsAnErrorLine) {
                           {{"model", server.Url("/tiny.gguf")}, {"sha256", std::string(64, 'c')}, {"stream", false}});
   EXPECT_EQ(r2.status, 500);
   EXPECT_NE(r2.body.find("sha256 mismatch"), std::string::npos);
+}
+
+// Over real HTTP: the store routes are not public, so a configured API key is required.
+TEST_F(StoreTest, ApiRoutesNeedTheApiKeyWhenOneIsSet) {
+  Store store(root_);
+  store.Import(model_, "tiny");
+  hearth::api::RouteTable routes;
+  hearth::api::AddStoreRoutes(routes, store, nullptr);
+  hearth::api::HttpServerOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  options.api_key = "sekret";
+  hearth::api::HttpServer http(options, [&](const hearth::api::HttpRequest& req, hearth::api::Responder& out) {
+    auto it = routes.find({req.method, req.path});
+    if (it == routes.end()) {
+      out.Respond({404, {}, "{}"});
+      return;
+    }
+    it->second(req, out);
+  });
+  http.Start();
+  auto send = [&](const std::string& method, const std::string& path, const std::string& body, const std::string& key) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(http.port());
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" +
+                      (key.empty() ? "" : "Authorization: Bearer " + key + "\r\n") +
+                      "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    std::string resp;
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) resp.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    return resp;
+  };
+  for (const auto& [method, path, body] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"POST", "/api/pull", R"({"model":"https://example.com/x.gguf"})"},
+           {"POST", "/api/create", R"({"model":"x","from":"tiny"})"},
+           {"DELETE", "/api/delete", R"({"model":"tiny"})"},
+           {"POST", "/api/copy", R"({"source":"tiny","destination":"y"})"}}) {
+    SCOPED_TRACE(path);
+    EXPECT_EQ(send(method, path, body, "").rfind("HTTP/1.1 401", 0), 0u);
+    EXPECT_EQ(send(method, path, body, "wrong").rfind("HTTP/1.1 401", 0), 0u);
+  }
+  EXPECT_EQ(store.List().size(), 1u) << "nothing changed without the key";
+  std::string created = send("POST", "/api/create", R"({"model":"x","from":"tiny"})", "sekret");
+  EXPECT_EQ(created.rfind("HTTP/1.1 200", 0), 0u) << created;
+  EXPECT_NE(created.find("\"status\":\"success\""), std::string::npos) << created;
+  EXPECT_NE(created.find("application/x-ndjson"), std::string::npos) << created;
+  EXPECT_EQ(send("DELETE", "/api/delete", R"({"model":"x"})", "sekret").rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(store.List().size(), 1u);
+  http.Stop();
 }

@@ -1,6 +1,7 @@
 #include "api/api_server.h"
 
 #include "api/api_common.h"
+#include "api/store_api.h"
 
 namespace hearth::api {
 
@@ -57,6 +58,7 @@ ApiServer::ApiServer(ApiServerOptions options, router::Router& router) : impl_(s
   AddOpenAIRoutes(impl_->routes, router, api);
   AddLlamaCppRoutes(impl_->routes, router, api);
   AddHearthRoutes(impl_->routes, router, api);
+  if (options.store != nullptr) AddStoreRoutes(impl_->routes, *options.store, options.pool);
   impl_->routes[{"GET", "/metrics"}] = [&router](const HttpRequest&, Responder& out) {
     engine::SchedulerStats st = router.TotalStats();
     std::map<std::string, double> gauges = {{"hearth_requests_running", st.running},

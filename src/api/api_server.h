@@ -7,11 +7,20 @@
 #include "api/http_server.h"
 #include "router/router.h"
 
+namespace hearth::store {
+class Store;
+}
+namespace hearth::engine {
+class ModelPool;
+}
+
 namespace hearth::api {
 
 struct ApiServerOptions {
   HttpServerOptions http;
   std::string default_model;  // for the llama.cpp surface, which names no model
+  store::Store* store = nullptr;       // enables /api/pull, /api/create, /api/delete, /api/copy
+  engine::ModelPool* pool = nullptr;   // models the store adds become servable at once
 };
 
 class ApiServer {

@@ -9,6 +9,7 @@
 #include "cli/gateway_cmd.h"
 #include "cli/run_cmd.h"
 #include "cli/serve_cmd.h"
+#include "cli/store_cmd.h"
 #include "engine/error.h"
 
 int main(int argc, char** argv) {
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
   hearth::cli::AddGatewayCommands(app);
   hearth::cli::AddAuditCommands(app);
   hearth::cli::AddBenchCommand(app);
+  hearth::cli::AddStoreCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

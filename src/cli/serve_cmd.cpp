@@ -11,6 +11,7 @@
 #include "audit/audit_log.h"
 #include "engine/model_pool.h"
 #include "router/router.h"
+#include "store/store.h"
 
 namespace hearth::cli {
 
@@ -79,6 +80,9 @@ int Serve(ServeOptions o) {
     pool.Register(path, name);
   }
   if (!o.models_dir.empty()) pool.RegisterDirectory(o.models_dir);
+  // Models in the store (hearth pull / import / create) are served by name too.
+  store::Store store(store::Store::DefaultRoot());
+  for (const store::Manifest& m : store.List()) pool.Register(store.BlobPath(m.model.digest), m.name);
   std::vector<engine::RegisteredModel> models = pool.List();
   if (models.empty()) {
     std::fprintf(stderr, "hearth: no models: pass --model FILE or --models-dir DIR\n");
@@ -106,6 +110,8 @@ int Serve(ServeOptions o) {
   ao.http.allowed_origins = o.allow_origins;
   ao.http.allowed_hosts = o.allow_hosts;
   ao.default_model = default_model;
+  ao.store = &store;
+  ao.pool = &pool;
 
   // Block termination signals in every thread; the main thread waits for them.
   sigset_t signals;

@@ -86,6 +86,7 @@ class ProgressPrinter {
       start_ = now;
       start_bytes_ = p.completed;
       rate_ = 0;
+      ema_ = 0;
       last_bytes_ = p.completed;
       last_time_ = now;
       last_decile_ = -1;
@@ -95,14 +96,17 @@ class ProgressPrinter {
       }
     }
     if (p.total == 0) return true;
-    // Rate: exponential moving average over ~2 s of samples.
+    // Rate: an exponential moving average of 0.25 s samples; the average so far until then.
     const double dt = std::chrono::duration<double>(now - last_time_).count();
     if (dt >= 0.25) {
       const double inst = static_cast<double>(p.completed - std::min(p.completed, last_bytes_)) / dt;
-      rate_ = rate_ == 0 ? inst : 0.8 * rate_ + 0.2 * inst;
+      ema_ = ema_ == 0 ? inst : 0.8 * ema_ + 0.2 * inst;
       last_bytes_ = p.completed;
       last_time_ = now;
     }
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    rate_ = ema_ > 0 ? ema_
+                     : (elapsed > 0.01 ? static_cast<double>(p.completed - std::min(p.completed, start_bytes_)) / elapsed : 0);
     const double frac = static_cast<double>(p.completed) / static_cast<double>(p.total);
     const double eta = rate_ > 0 ? static_cast<double>(p.total - std::min(p.total, p.completed)) / rate_ : -1;
     if (tty_) {
@@ -140,7 +144,7 @@ class ProgressPrinter {
   std::string status_;
   Clock::time_point start_, last_time_, last_draw_;
   uint64_t start_bytes_ = 0, last_bytes_ = 0;
-  double rate_ = 0;
+  double rate_ = 0, ema_ = 0;
   int last_decile_ = -1;
   bool drawn_ = false;
 };

@@ -65,7 +65,8 @@ std::string Lowercase(std::string_view s) {
 bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 // ---------------------------------------------------------------------------------------------
-// What the confirmation step decided about one Vectorscan report (a trigger's match end).
+// What a confirmation decided about one report: a Vectorscan match end, or a place the
+// prefilter pointed at.
 
 struct Verdict {
   bool found = false;
@@ -82,8 +83,8 @@ Verdict Accept(size_t begin, size_t end) { return Verdict{true, begin, end, end}
 using Confirm = std::function<Verdict(std::string_view text, size_t end)>;
 
 // ---------------------------------------------------------------------------------------------
-// Vendor tokens with a fixed prefix: the trigger is the prefix plus a fixed number of body
-// characters, so the start is end - trigger_len; the body then extends to its full length.
+// Vendor tokens with a fixed prefix: the report is the end of the prefix, so the token starts
+// trigger_len (the prefix's length) before it; the body then extends to its full length.
 
 struct TokenShape {
   size_t trigger_len;
@@ -128,6 +129,10 @@ Verdict ConfirmPrivateKey(std::string_view t, size_t end) {
   size_t end_marker = t.substr(0, search_limit).find("-----END", end);
   if (end_marker != std::string_view::npos) {
     size_t close = t.substr(0, std::min(t.size(), end_marker + 128)).find("-----", end_marker + 8);
+    // Documentation shows the shape with a placeholder body ("XXXX", "..."): no key in it.
+    std::string_view body = t.substr(end, end_marker - end);
+    bool placeholder = std::none_of(body.begin(), body.end(), [](char c) { return IsAlnum(c) && c != 'X' && c != 'x' && c != 'n'; });
+    if (placeholder) return Reject(end_marker);
     if (close != std::string_view::npos) return Accept(b, close + 5);
   }
   size_t e = end;
@@ -171,7 +176,7 @@ std::string DecodeBase64Url(std::string_view s) {
 }
 
 Verdict ConfirmJwt(std::string_view t, size_t end) {
-  // The trigger ends 8 characters into the signature.
+  // `end` is 8 characters into the signature (FromJwtStart parsed that far).
   if (end < 9 || t[end - 9] != '.') return Reject(end);
   size_t second_dot = end - 9;
   size_t k = second_dot;
@@ -221,6 +226,11 @@ bool IsNonTrivialSecretValue(std::string_view v) {
   if (std::all_of(v.begin(), v.end(), [](char c) { return IsDigit(c) || c == '.' || c == '-' || c == '_' || c == ':'; })) {
     return false;
   }
+  // Colon-separated names: "urn:ietf:params:oauth:token-type:jwt", "cdx:npm:package:private".
+  if (std::count(v.begin(), v.end(), ':') >= 2 &&
+      std::all_of(v.begin(), v.end(), [](char c) { return IsLower(c) || IsDigit(c) || c == ':' || c == '-' || c == '.' || c == '_'; })) {
+    return false;
+  }
   return true;
 }
 
@@ -250,9 +260,9 @@ bool IsIdentifierLike(std::string_view v) {
   return i > 0 && v.size() - i <= 2 && std::all_of(v.begin() + i, v.end(), IsDigit);
 }
 
-// NAME = "value", "name": "value", NAME=value (.env/shell), name: value (YAML). The trigger ends
-// at the first character of the value; the finding is the value only, so the redacted text keeps
-// the name and still reads as code.
+// NAME = "value", "name": "value", NAME=value (.env/shell), name: value (YAML). `end` is one past
+// the first character of the value (FromSecretWord parsed that far); the finding is the value
+// only, so the redacted text keeps the name and still reads as code.
 Verdict ConfirmAssignment(std::string_view t, size_t end) {
   size_t v0 = end - 1;
   char quote = (v0 > 0 && IsQuote(t[v0 - 1])) ? t[v0 - 1] : '\0';
@@ -401,6 +411,40 @@ bool InValueContext(std::string_view t, size_t b) {
   return word_before("bearer") || word_before("token");
 }
 
+// Mixed-case tokens with digits that are names, not credentials (seen in llama.cpp's sources):
+//  - slugs: model and repository names, "meta-llama/Llama-4-Scout-17B-16E-Instruct-Q4_K_M";
+//    3 or more of - _ / + making up at least a tenth of the token (random base64 does so for
+//    about 2-4 % of 24-64 character tokens);
+//  - names with a hash in them, "Dawn-94c3c9cc0d5fb2e85aebb370fa8d37b71aa34655-ubuntu-latest";
+//  - CamelCase identifiers, "Packed4x8IntegerDotProduct": 3 or more capitalised words of 3+
+//    letters covering 60 % of the token (random base64: under 1.5 %).
+bool LooksLikeName(std::string_view token) {
+  size_t separators = 0, hex_run = 0, longest_hex = 0;
+  for (char c : token) {
+    bool separator = c == '-' || c == '_' || c == '/' || c == '+';
+    separators += separator ? 1 : 0;
+    hex_run = separator ? 0 : IsHexOrDash(c) ? hex_run + 1 : 0;
+    longest_hex = std::max(longest_hex, hex_run);
+  }
+  if (separators >= 3 && separators * 10 >= token.size()) return true;
+  if (separators >= 1 && longest_hex >= 16) return true;
+  size_t words = 0, covered = 0;
+  for (size_t i = 0; i < token.size();) {
+    if (IsUpper(token[i])) {
+      size_t j = i + 1;
+      while (j < token.size() && IsLower(token[j])) ++j;
+      if (j - i >= 3) {
+        ++words;
+        covered += j - i;
+      }
+      i = j;
+    } else {
+      ++i;
+    }
+  }
+  return words >= 3 && covered * 10 >= token.size() * 6;
+}
+
 Verdict ConfirmHighEntropy(std::string_view t, size_t b, size_t e) {
   constexpr size_t kMaxLen = 256;
   if (!InValueContext(t, b)) return Reject(e);
@@ -427,6 +471,7 @@ Verdict ConfirmHighEntropy(std::string_view t, size_t b, size_t e) {
     if (i > 0 && CharClass(token[i]) != CharClass(token[i - 1])) ++transitions;
   }
   if (!upper || !lower || !digit) return Reject(e);  // identifiers, words, CONSTANTS, numbers
+  if (LooksLikeName(token)) return Reject(e);
   // Random text switches character class about 2 times in 3; camelCase identifiers about once
   // a word.
   if (static_cast<double>(transitions) < 0.4 * static_cast<double>(len - 1)) return Reject(e);
@@ -937,11 +982,28 @@ const std::array<bool, 256> kTokenChar = [] {
   return table;
 }();
 
-// Per 64-byte chunk: digits per 16-byte block, which bytes are base64/base64url characters,
-// and which are '@'. The widest instruction set the compiler targets is used (the build passes
-// -march=native with HEARTH_NATIVE); SSE2 is the x86-64 baseline; other CPUs take the scalar loop.
+// The words that make a name secret-looking ("DB_PASSWORD", "apiKey", "client_secret"), "NHS"
+// and the MRN labels, found case-insensitively. With AVX-512 the prefilter finds them (by their
+// first three letters, then a full compare); otherwise they are caseless literals in the
+// Vectorscan database. (Caseless literals mixed with the case-sensitive vendor prefixes cost
+// Vectorscan about a third of its speed here.)
+#if defined(__AVX512BW__) && !defined(HEARTH_SCANNER_NO_SIMD)
+constexpr bool kKeywordsInPrefilter = true;
+#else
+constexpr bool kKeywordsInPrefilter = false;
+#endif
+constexpr std::array<std::string_view, 9> kSecretWords = {"secret", "token", "passw", "pwd", "api_key", "apikey",
+                                                          "api-key", "private", "credential"};
+constexpr std::string_view kNhsWord = "nhs";
+// The prefilter's three-letter prefixes of those words; the MRN labels' are added at run time.
+constexpr std::array<std::string_view, 8> kKeywordPrefixes = {"sec", "tok", "pas", "pwd", "api", "pri", "cre", "nhs"};
+using Prefix3 = std::array<char, 3>;  // lowercase
+
+// Per 64-byte chunk, one bit per byte: digits, base64/base64url characters, '@'. The widest
+// instruction set the compiler targets is used (the build passes -march=native with
+// HEARTH_NATIVE); SSE2 is the x86-64 baseline; other CPUs take the scalar loop.
 struct ChunkMasks {
-  unsigned digit_count[4];
+  uint64_t digits;
   uint64_t tokens;
   uint64_t at_signs;
 };
@@ -956,15 +1018,26 @@ inline ChunkMasks ClassifyChunk(const unsigned char* p) {
   __mmask64 alpha = in_range(_mm512_or_si512(v, _mm512_set1_epi8(0x20)), 'a', 26);
   __mmask64 punct = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('_')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('-')) |
                     _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('+')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('/'));
-  ChunkMasks m;
-  for (int k = 0; k < 4; ++k) m.digit_count[k] = static_cast<unsigned>(__builtin_popcountll((digit >> (16 * k)) & 0xFFFF));
-  m.tokens = digit | alpha | punct;
-  m.at_signs = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('@'));
-  return m;
+  return {digit, digit | alpha | punct, _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('@'))};
+}
+
+// Bit i: the three bytes at p + i start one of `prefixes` (case-insensitively); reads p[0..65].
+inline uint64_t KeywordStarts(const unsigned char* p, const std::vector<Prefix3>& prefixes) {
+  const __m512i lower = _mm512_set1_epi8(0x20);
+  const __m512i v0 = _mm512_or_si512(_mm512_loadu_si512(p), lower);
+  const __m512i v1 = _mm512_or_si512(_mm512_loadu_si512(p + 1), lower);
+  const __m512i v2 = _mm512_or_si512(_mm512_loadu_si512(p + 2), lower);
+  uint64_t any = 0;
+  for (const Prefix3& w : prefixes) {
+    any |= _mm512_cmpeq_epi8_mask(v0, _mm512_set1_epi8(static_cast<char>(w[0] | 0x20))) &
+           _mm512_cmpeq_epi8_mask(v1, _mm512_set1_epi8(static_cast<char>(w[1] | 0x20))) &
+           _mm512_cmpeq_epi8_mask(v2, _mm512_set1_epi8(static_cast<char>(w[2] | 0x20)));
+  }
+  return any;
 }
 #elif defined(__SSE2__) && !defined(HEARTH_SCANNER_NO_SIMD)
 inline ChunkMasks ClassifyChunk(const unsigned char* p) {
-  ChunkMasks m{{0, 0, 0, 0}, 0, 0};
+  ChunkMasks m{0, 0, 0};
   for (int k = 0; k < 4; ++k) {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
     auto in_range = [](__m128i x, char lo, int count) {  // lo <= x < lo + count, unsigned, via a signed compare
@@ -976,18 +1049,18 @@ inline ChunkMasks ClassifyChunk(const unsigned char* p) {
     __m128i punct = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('_')), _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))),
                                  _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('+')), _mm_cmpeq_epi8(v, _mm_set1_epi8('/'))));
     __m128i token = _mm_or_si128(_mm_or_si128(digit, alpha), punct);
-    __m128i sums = _mm_sad_epu8(_mm_and_si128(digit, _mm_set1_epi8(1)), _mm_setzero_si128());  // per 8-byte half
-    m.digit_count[k] = static_cast<unsigned>(_mm_cvtsi128_si32(sums) + _mm_extract_epi16(sums, 4));
-    m.tokens |= uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(token))} << (16 * k);
-    m.at_signs |= uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('@'))))} << (16 * k);
+    auto bits = [](__m128i x) { return uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(x))}; };
+    m.digits |= bits(digit) << (16 * k);
+    m.tokens |= bits(token) << (16 * k);
+    m.at_signs |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8('@'))) << (16 * k);
   }
   return m;
 }
 #else
 inline ChunkMasks ClassifyChunk(const unsigned char* p) {
-  ChunkMasks m{{0, 0, 0, 0}, 0, 0};
+  ChunkMasks m{0, 0, 0};
   for (unsigned i = 0; i < 64; ++i) {
-    m.digit_count[i / 16] += p[i] >= '0' && p[i] <= '9' ? 1u : 0u;
+    m.digits |= uint64_t{p[i] >= '0' && p[i] <= '9' ? 1u : 0u} << i;
     m.tokens |= uint64_t{kTokenChar[p[i]] ? 1u : 0u} << i;
     m.at_signs |= uint64_t{p[i] == '@' ? 1u : 0u} << i;
   }
@@ -995,11 +1068,36 @@ inline ChunkMasks ClassifyChunk(const unsigned char* p) {
 }
 #endif
 
+// Bit k (0..3) set when 16-byte block k of the chunk and the block before it hold 9 or more
+// digits together. Branch-free: per-block counts in 16-bit lanes (a SWAR popcount).
+inline unsigned DensePairs(uint64_t previous_digits, uint64_t digits) {
+  auto lane_counts = [](uint64_t x) {
+    x -= (x >> 1) & 0x5555555555555555ULL;
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (x + (x >> 8)) & 0x00FF00FF00FF00FFULL;  // count of each 16-bit lane, in that lane
+  };
+  uint64_t counts = lane_counts(digits);
+  uint64_t before = (counts << 16) | (lane_counts(previous_digits) >> 48);  // lane k: block k - 1
+  uint64_t sums = counts + before;                                         // lanes hold <= 32
+  uint64_t over = (sums + 0x7FF7'7FF7'7FF7'7FF7ULL) & 0x8000'8000'8000'8000ULL;  // lane >= 9
+  return static_cast<unsigned>(((over >> 15) & 1) | ((over >> 30) & 2) | ((over >> 45) & 4) | ((over >> 60) & 8));
+}
+
+// Bits i of `low` where 24 token characters in a row start, looking on into `high`.
+inline uint64_t RunStarts(uint64_t low, uint64_t high) {
+  for (int shift : {1, 2, 4, 8, 8}) {  // runs of 2, 4, 8, 16, 24
+    low &= (low >> shift) | (high << (64 - shift));
+    high &= high >> shift;
+  }
+  return low;
+}
+
 // One pass over the text, 64 bytes at a time, that finds where the character-class detectors
 // must look (Vectorscan is slow on character classes, fast on literals):
 //  - digit windows: every numeric identifier we look for (card, SSN, NHS, IBAN, phone) has at
-//    least 9 digits within 16 bytes, so it lies in two neighbouring blocks holding 9 or more
-//    digits; the windows around such pairs, merged.
+//    least 9 digits within 16 bytes, so some of its digits lie in two neighbouring blocks
+//    holding 9 or more digits; those pairs, merged.
 //  - token runs: maximal runs of base64/base64url characters at least 24 long, found on the bit
 //    masks (24 ones in a row) and then measured byte by byte;
 //  - every '@' (a one-byte literal slows Vectorscan's literal matcher down noticeably).
@@ -1007,22 +1105,21 @@ struct Prefilter {
   std::vector<std::pair<size_t, size_t>> digit_windows;
   std::vector<std::pair<size_t, size_t>> token_runs;
   std::vector<size_t> at_signs;  // offsets of '@', for the e-mail rule
+  std::vector<size_t> keyword_starts;  // kKeywordsInPrefilter: where one of the prefixes starts
 };
 
-Prefilter RunPrefilter(std::string_view t, bool want_token_runs) {
-  constexpr size_t kBlock = 16, kChunk = 64, kMargin = 64;
-  constexpr unsigned kMinDigits = 9;
+Prefilter RunPrefilter(std::string_view t, bool want_token_runs, [[maybe_unused]] const std::vector<Prefix3>& prefixes) {
+  constexpr size_t kBlock = 16, kChunk = 64;
   Prefilter out;
   const auto* s = reinterpret_cast<const unsigned char*>(t.data());
   const size_t n = t.size();
-  unsigned previous_count = 0;  // digits in the block before this chunk
-  uint64_t previous_tokens = 0;  // token mask of the previous chunk
-  size_t runs_done_until = 0;    // token runs that start before this offset are already measured
-  unsigned char padded[kChunk];
+  uint64_t previous_digits = 0, previous_tokens = 0;
+  size_t runs_done_until = 0;  // token runs that start before this offset are already measured
+  unsigned char padded[kChunk + 2];  // KeywordStarts reads two bytes past the chunk
 
   auto mark_digits = [&](size_t block) {  // this block and the one before hold >= 9 digits
-    size_t lo = block >= kBlock + kMargin ? block - kBlock - kMargin : 0;
-    size_t hi = std::min(n, block + kBlock + kMargin);
+    size_t lo = block >= kBlock ? block - kBlock : 0;
+    size_t hi = std::min(n, block + kBlock);
     auto& w = out.digit_windows;
     if (!w.empty() && lo <= w.back().second) {
       w.back().second = std::max(w.back().second, hi);
@@ -1030,16 +1127,8 @@ Prefilter RunPrefilter(std::string_view t, bool want_token_runs) {
       w.emplace_back(lo, hi);
     }
   };
-  // Runs of >= 24 token characters that start in the chunk at `base` (mask `low`), seen with the
-  // next chunk's mask `high` so that runs crossing the boundary count.
-  auto find_runs = [&](size_t base, uint64_t low, uint64_t high) {
-    unsigned __int128 r = (static_cast<unsigned __int128>(high) << 64) | low;
-    r &= r >> 1;   // bit i: i..i+1 are token characters
-    r &= r >> 2;   // i..i+3
-    r &= r >> 4;   // i..i+7
-    r &= r >> 8;   // i..i+15
-    r &= r >> 8;   // i..i+23
-    uint64_t starts = static_cast<uint64_t>(r);
+  auto find_runs = [&](size_t base, uint64_t low, uint64_t high) {  // runs starting in chunk `base`
+    uint64_t starts = RunStarts(low, high);
     while (starts != 0) {
       size_t start = base + static_cast<size_t>(__builtin_ctzll(starts));
       if (start >= runs_done_until) {
@@ -1050,43 +1139,46 @@ Prefilter RunPrefilter(std::string_view t, bool want_token_runs) {
         runs_done_until = e;
       }
       size_t next = std::max(runs_done_until, start + 1);  // drop this start and those inside the run
-      if (next >= base + 64) break;
+      if (next >= base + kChunk) break;
       starts &= ~((uint64_t{1} << (next - base)) - 1);
     }
   };
 
   for (size_t chunk = 0; chunk < n; chunk += kChunk) {
     const unsigned char* p = s + chunk;
-    if (chunk + kChunk > n) {  // the last, partial chunk: pad with bytes that match nothing
-      std::memset(padded, 0, kChunk);
-      std::memcpy(padded, p, n - chunk);
+    if (chunk + kChunk + 2 > n) {  // the end of the text: pad with bytes that match nothing
+      std::memset(padded, 0, sizeof padded);
+      std::memcpy(padded, p, std::min(n - chunk, sizeof padded));
       p = padded;
     }
     ChunkMasks m = ClassifyChunk(p);
-    unsigned total = previous_count + m.digit_count[0] + m.digit_count[1] + m.digit_count[2] + m.digit_count[3];
-    if (total >= kMinDigits) {
-      unsigned before = previous_count;
+#if defined(__AVX512BW__) && !defined(HEARTH_SCANNER_NO_SIMD)
+    for (uint64_t k = KeywordStarts(p, prefixes); k != 0; k &= k - 1) {
+      out.keyword_starts.push_back(chunk + static_cast<size_t>(__builtin_ctzll(k)));
+    }
+#endif
+    if (unsigned dense = DensePairs(previous_digits, m.digits); dense != 0) {
       for (size_t k = 0; k < 4; ++k) {
-        if (before + m.digit_count[k] >= kMinDigits) mark_digits(chunk + k * kBlock);
-        before = m.digit_count[k];
+        if (dense & (1u << k)) mark_digits(chunk + k * kBlock);
       }
     }
-    previous_count = m.digit_count[3];
+    previous_digits = m.digits;
     for (uint64_t at = m.at_signs; at != 0; at &= at - 1) out.at_signs.push_back(chunk + static_cast<size_t>(__builtin_ctzll(at)));
     if (!want_token_runs) continue;
     if (chunk > 0 && previous_tokens != 0) find_runs(chunk - kChunk, previous_tokens, m.tokens);
     previous_tokens = m.tokens;
   }
-  if (want_token_runs && n > 0 && previous_tokens != 0) find_runs((n - 1) / kChunk * kChunk, previous_tokens, 0);
+  if (want_token_runs && n > 0) find_runs((n - 1) / kChunk * kChunk, previous_tokens, 0);
   return out;
 }
 
 bool IsNumberSeparator(char c) { return c == ' ' || c == '.' || c == '-' || c == '/' || c == '(' || c == ')'; }
 
-// Inside the digit windows, the clusters of digits joined by one or two separators that hold 9
-// or more digits (hex hashes fall apart here: letters split their digits; a cluster followed by
-// "-<letter>" is a UUID). Returns the merged regions around them, with room before for an
-// IBAN's letters or a phone number's '+'.
+// The clusters of digits joined by one or two separators ("4111 1111 1111 1111",
+// "+1 (415) 555-0132") that reach into a digit window and hold 9 or more digits. Hex hashes
+// fall apart here (letters split their digits); a cluster followed by "-<letter>" is a UUID.
+// Returns the merged regions around them, with room before for an IBAN's letters or a phone
+// number's '+', for the numeric database.
 std::vector<std::pair<size_t, size_t>> NumberClusters(std::string_view t,
                                                       const std::vector<std::pair<size_t, size_t>>& windows) {
   constexpr size_t kBefore = 40, kAfter = 8;
@@ -1097,28 +1189,28 @@ std::vector<std::pair<size_t, size_t>> NumberClusters(std::string_view t,
     return table;
   }();
   const auto* s = reinterpret_cast<const unsigned char*>(t.data());
+  const size_t n = t.size();
   std::vector<std::pair<size_t, size_t>> regions;
-  size_t n = t.size(), i = 0;
+  size_t done = 0;  // runs before this offset are measured
   for (auto [lo, hi] : windows) {
-    i = std::max(i, lo);
-    // A cluster of 9 digits is a run of at least 9 digits and separators: probe every 9th byte
-    // (hex, where letters split the digits, is passed over in a few steps).
-    while (i + kMinDigits <= hi) {
-      size_t probe = i + kMinDigits - 1;
+    // A cluster is inside a run of digits and separators at least 9 long: probe every 9th
+    // byte (in hex, letters end such runs within a few bytes).
+    size_t i = std::max(lo, done);
+    while (i < hi) {
+      size_t probe = std::min(i + kMinDigits - 1, hi - 1);
       if (!kNumberChar[s[probe]]) {
         i = probe + 1;
         continue;
       }
       size_t b = probe;
-      while (b > i && kNumberChar[s[b - 1]]) --b;
-      if (b > i) {
-        i = b;
-        continue;
-      }
+      while (b > done && kNumberChar[s[b - 1]]) --b;  // may start before the window
       size_t run_end = probe + 1;
       while (run_end < n && kNumberChar[s[run_end]]) ++run_end;
+      done = run_end;
+      i = run_end + 1;
+      if (run_end - b < kMinDigits) continue;
       // Clusters inside the run: digit groups joined by at most two separators.
-      size_t k = i;
+      size_t k = b;
       while (k < run_end) {
         while (k < run_end && !IsDigit(t[k])) ++k;
         if (k >= run_end) break;
@@ -1145,7 +1237,6 @@ std::vector<std::pair<size_t, size_t>> NumberClusters(std::string_view t,
         }
         k = e + 1;
       }
-      i = run_end + 1;
     }
   }
   return regions;
@@ -1173,11 +1264,12 @@ struct Rule {
   int priority;  // breaks ties between equally long overlapping findings: lower wins
 };
 
+// A Vectorscan pattern and what turns its match end into a finding.
 struct Trigger {
   size_t rule;
   std::string pattern;
   unsigned flags;
-  Confirm confirm;  // empty for custom patterns (their boundaries come from the SOM database)
+  Confirm confirm;  // from a report (the end of the pattern) to a finding
 };
 
 struct Report {
@@ -1357,22 +1449,23 @@ struct Scanner::Impl {
   std::vector<std::string> rule_names;
   std::vector<std::string> sensitive_paths;
   std::vector<Trigger> anchors;   // literals over the whole text
-  std::vector<Trigger> numeric;   // digit patterns, only over digit-dense windows
+  std::vector<Trigger> numeric;   // digit patterns, only around long clusters of digits
   std::vector<size_t> custom_rule;    // per custom pattern: its rule
   std::vector<size_t> custom_window;  // per custom pattern: how far back its start can be
   bool high_entropy = false;
   size_t high_entropy_rule = 0;
   size_t email_rule = 0;
-  hs_database_t* anchor_db = nullptr;
+  size_t secret_rule = 0, aws_secret_rule = 0, nhs_rule = 0, mrn_rule = 0;
+  std::vector<std::string> mrn_labels;  // lowercase; those the prefilter finds
+  std::vector<Prefix3> keyword_prefixes;  // what the prefilter looks for (kKeywordsInPrefilter)
+  hs_database_t* anchor_db = nullptr;  // the anchors, then the custom patterns (ids from anchors.size())
   hs_database_t* numeric_db = nullptr;
-  hs_database_t* custom_db = nullptr;  // custom patterns, no start of match: where they end
-  hs_database_t* som_db = nullptr;     // the same with start of match, run only on windows
+  hs_database_t* som_db = nullptr;     // the custom patterns with start of match, run only on windows
   mutable ScratchPool scratch;
 
   ~Impl() {
     hs_free_database(anchor_db);
     hs_free_database(numeric_db);
-    hs_free_database(custom_db);
     hs_free_database(som_db);
   }
 
@@ -1384,23 +1477,13 @@ struct Scanner::Impl {
   void AddAnchor(size_t rule, std::string_view literal, Confirm confirm) {
     anchors.push_back(Trigger{rule, EscapeLiteral(literal), 0, std::move(confirm)});
   }
-  // The literal as written, lowercase, UPPERCASE and Capitalized: covers snake_case,
-  // SCREAMING_CASE, camelCase and PascalCase names without Vectorscan's slower caseless mode.
-  void AddAnchorCases(size_t rule, std::string_view literal, const std::function<Verdict(std::string_view, size_t, size_t)>& confirm) {
-    std::vector<std::string> forms = {std::string(literal), Lowercase(literal), std::string(literal), std::string(literal)};
-    for (char& c : forms[2]) c = IsLower(c) ? static_cast<char>(c - 'a' + 'A') : c;
-    forms[3] = forms[1];
-    bool word_start = true;
-    for (char& c : forms[3]) {
-      if (word_start && IsLower(c)) c = static_cast<char>(c - 'a' + 'A');
-      word_start = c == ' ';
-    }
-    std::sort(forms.begin(), forms.end());
-    forms.erase(std::unique(forms.begin(), forms.end()), forms.end());
-    for (const std::string& form : forms) {
-      size_t len = form.size();
-      AddAnchor(rule, form, [confirm, len](std::string_view t, size_t end) { return confirm(t, end, len); });
-    }
+  // Case-insensitive literals: names are snake_case, SCREAMING_CASE, camelCase or PascalCase.
+  // (Vectorscan is faster with caseless literals than with each case form spelled out.)
+  void AddAnchorCaseless(size_t rule, std::string_view literal,
+                         const std::function<Verdict(std::string_view, size_t, size_t)>& confirm) {
+    size_t len = literal.size();
+    anchors.push_back(Trigger{rule, EscapeLiteral(literal), HS_FLAG_CASELESS,
+                              [confirm, len](std::string_view t, size_t end) { return confirm(t, end, len); }});
   }
   void AddToken(size_t rule, std::string_view prefix, TokenShape shape) {
     shape.trigger_len = prefix.size();
@@ -1413,7 +1496,7 @@ struct Scanner::Impl {
   void AddBuiltins(const ScannerConfig& config);
   void Build(const ScannerConfig& config);
   void ProcessReports(std::string_view text, const std::vector<Trigger>& triggers, const std::vector<Report>& reports,
-                      std::vector<Candidate>& out) const;
+                      std::vector<Candidate>& out, std::vector<std::vector<size_t>>* custom_ends) const;
   void ConfirmCustom(std::string_view text, size_t custom, const std::vector<size_t>& ends, hs_scratch_t* s,
                      std::vector<Candidate>& out) const;
 };
@@ -1458,10 +1541,13 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
   r = AddRule("url_password", S, 1);
   AddAnchor(r, "://", FromSchemeSeparator);
 
-  r = AddRule("secret_assignment", S, 5);
-  for (std::string_view word : {"secret", "token", "passw", "pwd", "api_key", "apikey", "api-key", "apiKey", "private",
-                                "credential"}) {
-    AddAnchorCases(r, word, [aws_secret](std::string_view t, size_t end, size_t) { return FromSecretWord(t, end, aws_secret); });
+  secret_rule = AddRule("secret_assignment", S, 5);
+  aws_secret_rule = aws_secret;
+  if (!kKeywordsInPrefilter) {
+    for (std::string_view word : kSecretWords) {
+      AddAnchorCaseless(secret_rule, word,
+                        [aws_secret](std::string_view t, size_t end, size_t) { return FromSecretWord(t, end, aws_secret); });
+    }
   }
 
   if (config.high_entropy) {
@@ -1481,9 +1567,11 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
   r = AddRule("us_ssn", P, 2);
   AddNumeric(r, R"(\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b)", ConfirmSsn);
 
-  r = AddRule("uk_nhs_number", P, 2);
-  AddNumeric(r, R"(\b[0-9]{3}[ \-][0-9]{3}[ \-][0-9]{4}\b)", ConfirmNhsGrouped);
-  AddAnchorCases(r, "NHS", [](std::string_view t, size_t end, size_t) { return FromNhsLabel(t, end); });
+  nhs_rule = AddRule("uk_nhs_number", P, 2);
+  AddNumeric(nhs_rule, R"(\b[0-9]{3}[ \-][0-9]{3}[ \-][0-9]{4}\b)", ConfirmNhsGrouped);
+  if (!kKeywordsInPrefilter) {
+    AddAnchorCaseless(nhs_rule, kNhsWord, [](std::string_view t, size_t end, size_t) { return FromNhsLabel(t, end); });
+  }
 
   r = AddRule("phone_number", P, 3);
   AddNumeric(r, R"(\+[1-9][0-9 .\-()]{6,24}[0-9])", ConfirmPhoneE164);
@@ -1494,9 +1582,22 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
 
   bool any_label = std::any_of(config.mrn_labels.begin(), config.mrn_labels.end(), [](const std::string& l) { return !l.empty(); });
   if (any_label) {
-    r = AddRule("medical_record_number", P, 2);
+    mrn_rule = AddRule("medical_record_number", P, 2);
     for (const std::string& label : config.mrn_labels) {
-      if (!label.empty()) AddAnchorCases(r, label, FromMrnLabel);
+      if (kKeywordsInPrefilter && label.size() >= 3) {
+        mrn_labels.push_back(Lowercase(label));
+      } else if (!label.empty()) {
+        AddAnchorCaseless(mrn_rule, label, FromMrnLabel);
+      }
+    }
+  }
+  if (kKeywordsInPrefilter) {
+    for (std::string_view w : kKeywordPrefixes) keyword_prefixes.push_back({w[0], w[1], w[2]});
+    for (const std::string& label : mrn_labels) {
+      Prefix3 prefix = {ToLower(label[0]), ToLower(label[1]), ToLower(label[2])};
+      if (std::find(keyword_prefixes.begin(), keyword_prefixes.end(), prefix) == keyword_prefixes.end()) {
+        keyword_prefixes.push_back(prefix);
+      }
     }
   }
 }
@@ -1527,7 +1628,6 @@ void Scanner::Impl::Build(const ScannerConfig& config) {
     scratch.Fit(db);
     return db;
   };
-  anchor_db = compile_builtin(anchors, "anchor");
   numeric_db = compile_builtin(numeric, "numeric");
 
   // Each custom pattern alone first, so an error names the right one even where Vectorscan
@@ -1549,23 +1649,44 @@ void Scanner::Impl::Build(const ScannerConfig& config) {
     custom_window.push_back(window);
     custom_patterns.push_back(config.custom[i].regex);
   }
+  // The custom patterns share the anchors' database: one pass over the text instead of two.
+  std::vector<std::string> patterns;
+  std::vector<unsigned> flags;
+  for (const Trigger& t : anchors) {
+    patterns.push_back(t.pattern);
+    flags.push_back(t.flags);
+  }
+  for (const std::string& regex : custom_patterns) {
+    patterns.push_back(regex);
+    flags.push_back(0);
+  }
+  std::optional<CompileError> error;
+  anchor_db = Compile(patterns, flags, error);
+  if (anchor_db == nullptr) {
+    if (error->expression >= static_cast<int>(anchors.size())) {
+      throw custom_error(static_cast<size_t>(error->expression) - anchors.size(), error->message);
+    }
+    throw std::logic_error("built-in anchor pattern " + std::to_string(error->expression) + " does not compile: " + error->message);
+  }
+  scratch.Fit(anchor_db);
   if (!custom_patterns.empty()) {
-    std::optional<CompileError> error;
-    custom_db = Compile(custom_patterns, std::vector<unsigned>(custom_patterns.size(), 0), error);
-    if (custom_db == nullptr) throw custom_error(error->expression >= 0 ? static_cast<size_t>(error->expression) : 0, error->message);
     som_db = Compile(custom_patterns, std::vector<unsigned>(custom_patterns.size(), HS_FLAG_SOM_LEFTMOST), error);
     if (som_db == nullptr) throw custom_error(error->expression >= 0 ? static_cast<size_t>(error->expression) : 0, error->message);
-    scratch.Fit(custom_db);
     scratch.Fit(som_db);
   }
 }
 
-// Reports arrive in order of end offset; per trigger, reports inside a candidate already
-// examined are skipped.
+// Reports in order of end offset; per trigger, reports inside a candidate already examined are
+// skipped. Ids past the triggers are custom patterns: their ends are collected.
 void Scanner::Impl::ProcessReports(std::string_view text, const std::vector<Trigger>& triggers,
-                                   const std::vector<Report>& reports, std::vector<Candidate>& out) const {
+                                   const std::vector<Report>& reports, std::vector<Candidate>& out,
+                                   std::vector<std::vector<size_t>>* custom_ends) const {
   std::vector<size_t> resume(triggers.size(), 0);
   for (const Report& r : reports) {
+    if (r.id >= triggers.size()) {
+      if (custom_ends != nullptr) (*custom_ends)[r.id - triggers.size()].push_back(r.end);
+      continue;
+    }
     if (r.end <= resume[r.id]) continue;
     const Trigger& trigger = triggers[r.id];
     Verdict v = trigger.confirm(text, r.end);
@@ -1642,22 +1763,52 @@ std::vector<Finding> Scanner::Scan(std::string_view text) const {
   ScratchLease scratch(impl.scratch);
   std::vector<Candidate> candidates;
 
-  // 1. Literal anchors over the whole text.
-  impl.ProcessReports(text, impl.anchors, ScanAll(impl.anchor_db, text, scratch.get()), candidates);
+  // 1. Literal anchors (and where custom patterns end) over the whole text.
+  std::vector<Report> reports = ScanAll(impl.anchor_db, text, scratch.get());
+  if (!std::is_sorted(reports.begin(), reports.end(), [](const Report& a, const Report& b) { return a.end < b.end; })) {
+    std::stable_sort(reports.begin(), reports.end(), [](const Report& a, const Report& b) { return a.end < b.end; });
+  }
+  std::vector<std::vector<size_t>> custom_ends(impl.custom_rule.size());
+  impl.ProcessReports(text, impl.anchors, reports, candidates, &custom_ends);
 
   // 2. Digit patterns only around long clusters of digits. Regions start anywhere, so a '\b' at
   //    a region edge may hold where it does not in the text: the confirmations recheck the
   //    neighbours.
-  Prefilter prefilter = RunPrefilter(text, impl.high_entropy);
+  Prefilter prefilter = RunPrefilter(text, impl.high_entropy, impl.keyword_prefixes);
   std::vector<Report> numeric;
   for (auto [lo, hi] : NumberClusters(text, prefilter.digit_windows)) {
     std::vector<Report> window;
     hs_scan(impl.numeric_db, text.data() + lo, static_cast<unsigned>(hi - lo), 0, scratch.get(), CollectReport, &window);
     for (const Report& r : window) numeric.push_back(Report{r.id, r.end + lo});
   }
-  impl.ProcessReports(text, impl.numeric, numeric, candidates);
+  impl.ProcessReports(text, impl.numeric, numeric, candidates, nullptr);
 
-  // 3. E-mail addresses around each '@', and random-looking tokens in value context.
+  // 3. Secret words, "NHS" and MRN labels where the prefilter found them (AVX-512 builds), e-mail addresses
+  //    around each '@', and random-looking tokens in value context.
+  for (size_t start : prefilter.keyword_starts) {
+    auto is_at = [&](std::string_view word) {
+      if (text.size() - start < word.size()) return false;
+      for (size_t k = 0; k < word.size(); ++k) {
+        if (ToLower(text[start + k]) != word[k]) return false;
+      }
+      return true;
+    };
+    for (std::string_view word : kSecretWords) {
+      if (!is_at(word)) continue;
+      Verdict v = FromSecretWord(text, start + word.size(), impl.aws_secret_rule);
+      if (v.found) candidates.push_back(Candidate{v.begin, v.end, v.rule != SIZE_MAX ? v.rule : impl.secret_rule});
+      break;
+    }
+    if (is_at(kNhsWord)) {
+      Verdict v = FromNhsLabel(text, start + kNhsWord.size());
+      if (v.found) candidates.push_back(Candidate{v.begin, v.end, impl.nhs_rule});
+    }
+    for (const std::string& label : impl.mrn_labels) {
+      if (!is_at(label)) continue;
+      Verdict v = FromMrnLabel(text, start + label.size(), label.size());
+      if (v.found) candidates.push_back(Candidate{v.begin, v.end, impl.mrn_rule});
+    }
+  }
   size_t email_resume = 0;
   for (size_t at : prefilter.at_signs) {
     if (at < email_resume) continue;
@@ -1670,15 +1821,12 @@ std::vector<Finding> Scanner::Scan(std::string_view text) const {
     if (v.found) candidates.push_back(Candidate{v.begin, v.end, impl.high_entropy_rule});
   }
 
-  // 4. Custom patterns: where they end, then where they start.
-  if (impl.custom_db != nullptr) {
-    std::vector<std::vector<size_t>> ends(impl.custom_rule.size());
-    for (const Report& r : ScanAll(impl.custom_db, text, scratch.get())) ends[r.id].push_back(r.end);
-    for (size_t c = 0; c < ends.size(); ++c) {
-      std::sort(ends[c].begin(), ends[c].end());
-      ends[c].erase(std::unique(ends[c].begin(), ends[c].end()), ends[c].end());
-      if (!ends[c].empty()) impl.ConfirmCustom(text, c, ends[c], scratch.get(), candidates);
-    }
+  // 4. Custom patterns: where they start, for the ends step 1 found.
+  for (size_t c = 0; c < custom_ends.size(); ++c) {
+    std::vector<size_t>& ends = custom_ends[c];
+    std::sort(ends.begin(), ends.end());
+    ends.erase(std::unique(ends.begin(), ends.end()), ends.end());
+    if (!ends.empty()) impl.ConfirmCustom(text, c, ends, scratch.get(), candidates);
   }
 
   // Longest first (then the more specific rule, then the earlier one); keep what does not overlap.

@@ -1,9 +1,11 @@
 // Finds secrets and personal data in text before it may leave the machine, and tells which
-// file paths are sensitive. Detection runs in two steps: one Vectorscan pass over the whole text
-// with cheap "trigger" patterns (no start-of-match tracking, which costs ~30x throughput), then
-// exact boundaries and validation (Luhn, mod-97, mod-11, JWT header, entropy, context) only
-// around the few places that triggered. Findings are sorted by offset and never overlap: of two
-// overlapping candidates the longer wins. Thread-safe: compile once, Scan from many threads.
+// file paths are sensitive. Two cheap passes over the whole text point at candidates: Vectorscan
+// over literal anchors only (no start-of-match tracking, no character classes: those cost it
+// 30x), and one SIMD pass for clusters of digits, long base64 runs and '@'. Exact boundaries
+// and validation (Luhn, mod-97, mod-11, JWT header, entropy, context) happen only there.
+// Findings are sorted by offset and never overlap: of two overlapping candidates the longer
+// wins. Thread-safe: compile once (tens of ms), Scan from many threads. docs/privacy.md lists
+// the rules.
 #pragma once
 
 #include <cstddef>

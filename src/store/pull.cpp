@@ -329,6 +329,7 @@ AttemptResult Perform(Attempt& a, ParsedUrl& url, const std::vector<std::string>
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
   curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);  // every hop is checked against the allowlist
+  if (IsLoopback(url.host)) curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");  // this machine: never via a proxy
   curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, list);
   curl_easy_setopt(easy, CURLOPT_USERAGENT, "hearth-pull");

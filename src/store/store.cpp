@@ -193,6 +193,22 @@ bool StatFile(const std::string& path, uint64_t& size, int64_t& mtime_ns) {
   return true;
 }
 
+// Whether the blob at path (with this size and mtime) hashes to digest: cached per process,
+// recomputed when the size or mtime changes.
+bool BlobMatchesName(const std::string& path, const std::string& digest, uint64_t size, int64_t mtime) {
+  {
+    std::lock_guard lock(Cache().mutex);
+    auto it = Cache().entries.find(path);
+    if (it != Cache().entries.end() && std::get<0>(it->second) == size && std::get<1>(it->second) == mtime) {
+      return std::get<2>(it->second);
+    }
+  }
+  const bool ok = "sha256:" + Sha256File(path) == digest;
+  std::lock_guard lock(Cache().mutex);
+  Cache().entries[path] = {size, mtime, ok};
+  return ok;
+}
+
 void RememberHash(const std::string& path, bool ok) {
   uint64_t size = 0;
   int64_t mtime = 0;
@@ -541,10 +557,12 @@ void Store::Commit(const Manifest& manifest, const std::vector<std::pair<std::st
   }
   const std::string path = ManifestPath(name);
   std::error_code ec;
+  const bool replacing = fs::exists(path, ec);
   fs::create_directories(fs::path(path).parent_path(), ec);
   if (ec) throw EngineError(ErrorKind::kInternal, "cannot create " + fs::path(path).parent_path().string() + ": " + ec.message());
   AtomicWriteFile(path, m.ToJson().dump(2, ' ', false, json::error_handler_t::replace) + "\n");
   FsyncDir(root_ + "/manifests");
+  if (replacing) CollectGarbage();  // the blobs of the replaced version may be unused now
 }
 
 BlobRef Store::AddBlob(const std::string& path, const std::string& expected_sha256, const ProgressFn& progress) {
@@ -786,26 +804,32 @@ ResolvedModel Store::Resolve(const std::string& name) const {
                                                     std::to_string(m.model.size) +
                                                     " (modified or truncated); run `hearth verify`, then pull or import it again");
   }
-  std::optional<bool> known;
-  {
-    std::lock_guard lock(Cache().mutex);
-    auto it = Cache().entries.find(path);
-    if (it != Cache().entries.end() && std::get<0>(it->second) == size && std::get<1>(it->second) == mtime) {
-      known = std::get<2>(it->second);
-    }
-  }
-  if (!known) {
-    const std::string digest = "sha256:" + Sha256File(path);
-    known = digest == m.model.digest;
-    std::lock_guard lock(Cache().mutex);
-    Cache().entries[path] = {size, mtime, *known};
-  }
-  if (!*known) {
+  if (!BlobMatchesName(path, m.model.digest, size, mtime)) {
     throw EngineError(ErrorKind::kInvalidModel, "model '" + m.name + "': blob " + m.model.digest +
                                                     " fails its sha256 check (modified or corrupted on disk); refusing to "
                                                     "load it. Run `hearth verify`, then pull or import the model again");
   }
   return {m.name, path, m};
+}
+
+void Store::CheckBlobPath(const std::string& path) const {
+  std::error_code ec;
+  const fs::path p = fs::weakly_canonical(path, ec);
+  if (ec || p.parent_path() != fs::weakly_canonical(root_ + "/blobs", ec)) return;
+  const std::string fn = p.filename().string();
+  const std::string digest = fn.rfind("sha256-", 0) == 0 ? NormalizeDigest(fn) : "";
+  if (digest.empty()) return;
+  uint64_t size = 0;
+  int64_t mtime = 0;
+  if (!StatFile(p.string(), size, mtime)) {
+    throw EngineError(ErrorKind::kInvalidModel, "blob " + digest + " is missing from the store " + root_ +
+                                                    "; pull or import the model again");
+  }
+  if (!BlobMatchesName(p.string(), digest, size, mtime)) {
+    throw EngineError(ErrorKind::kInvalidModel, "blob " + digest + " fails its sha256 check (modified or corrupted on "
+                                                    "disk); refusing to load it. Run `hearth verify`, then pull or import "
+                                                    "the model again");
+  }
 }
 
 VerifyReport Store::Verify(const ProgressFn& progress) const {
@@ -858,6 +882,7 @@ VerifyReport Store::Verify(const ProgressFn& progress) const {
     }
     check.models = users[check.digest];
     std::sort(check.models.begin(), check.models.end());
+    check.models.erase(std::unique(check.models.begin(), check.models.end()), check.models.end());
     std::error_code ec2;
     check.size = fs::file_size(p, ec2);
     try {

@@ -11,8 +11,9 @@
 // Every write is atomic: data goes to a temporary file in the same file system, is fsynced,
 // renamed into place, and the directory is fsynced; a crash leaves either the old state or
 // the new one, never half a model. Blobs enter blobs/ only after their sha256 is known (and,
-// when one was expected, matched) and CheckGgufFile accepted them. Removing a model deletes
-// its manifest and then every blob no manifest references.
+// when one was expected, matched) and CheckGgufFile accepted them. Removing a model (or
+// replacing a name's manifest) deletes the manifest and then every blob no manifest
+// references.
 //
 // Names are "name[:tag]" (":latest" when no tag) and are validated by
 // engine::ModelNameProblem: [A-Za-z0-9._-], no "..", no leading '.' or '-', at most 200
@@ -142,7 +143,8 @@ class Store {
 
   // Copies a GGUF file into the store as a blob (CheckGgufFile before and on the copy).
   // Returns the existing blob when the content is already there. expected_sha256 (hex or
-  // "sha256:hex", may be empty) must match or nothing is kept.
+  // "sha256:hex", may be empty) must match or nothing is kept. A blob no manifest references
+  // is collected by the next Remove or manifest replacement: Commit a manifest soon.
   BlobRef AddBlob(const std::string& path, const std::string& expected_sha256 = "", const ProgressFn& progress = {});
   bool HasBlob(const std::string& digest) const;
 
@@ -175,6 +177,11 @@ class Store {
   // in this process (seconds for a multi-GB file) and again whenever its size or mtime
   // changes; otherwise the cached result is used. Throws kNotFound / kInvalidModel.
   ResolvedModel Resolve(const std::string& name) const;
+
+  // The same content check for a file path, for a loader that knows only paths (the model
+  // pool): a file in this store's blobs/ must hash to its name (cached per process as in
+  // Resolve), else EngineError(kInvalidModel). Paths outside blobs/ are not checked.
+  void CheckBlobPath(const std::string& path) const;
 
   // `hearth verify`: re-hashes every blob (ignoring the per-process cache) and checks every
   // manifest. progress gets one "verifying <digest>" stream per blob.
