@@ -70,11 +70,12 @@ class Generator {
     // No "token" here: lines 20 and 21 bring it, about once per 1.5 KB, as often as in llama.cpp's
     // own sources (20,880 times in 30 MB of its .cpp/.h/.py/.json/.md files).
     static const char* const kParts[] = {
-        "request", "model", "slot", "batch", "cache", "user", "config", "path", "buffer", "index", "count",
-        "result", "handler", "stream", "router", "scan", "queue", "prompt", "context", "size", "name", "value", "item",
-        "node", "key", "offset", "length", "file", "line", "column", "weight", "layer", "tensor", "thread", "worker",
-        "client", "server", "session", "schema", "field", "record", "entry", "option", "param", "state", "status",
-        "error", "message", "header", "body", "payload", "event", "timer", "vocab", "logits"};
+        "request", "model",  "slot",    "batch",  "cache",  "user",   "config", "path",    "buffer",  "index",
+        "count",   "result", "handler", "stream", "router", "scan",   "queue",  "prompt",  "context", "size",
+        "name",    "value",  "item",    "node",   "key",    "offset", "length", "file",    "line",    "column",
+        "weight",  "layer",  "tensor",  "thread", "worker", "client", "server", "session", "schema",  "field",
+        "record",  "entry",  "option",  "param",  "state",  "status", "error",  "message", "header",  "body",
+        "payload", "event",  "timer",   "vocab",  "logits"};
     std::string id = Of(kParts);
     if (Pick(2) == 0) id += std::string("_") + Of(kParts);
     if (Pick(6) == 0) id += std::to_string(Num(0, 9));
@@ -85,9 +86,10 @@ class Generator {
     return Of(kTypes);
   }
   std::string Words(int n) {
-    static const char* const kWords[] = {"the", "model", "returns", "a", "list", "of", "tokens", "for", "each", "request",
-                                         "when", "cache", "is", "full", "we", "evict", "oldest", "slot", "and", "retry",
-                                         "prompt", "length", "exceeds", "context", "window", "stream", "response"};
+    static const char* const kWords[] = {"the",    "model",   "returns", "a",      "list",   "of",      "tokens",
+                                         "for",    "each",    "request", "when",   "cache",  "is",      "full",
+                                         "we",     "evict",   "oldest",  "slot",   "and",    "retry",   "prompt",
+                                         "length", "exceeds", "context", "window", "stream", "response"};
     std::string s;
     for (int i = 0; i < n; ++i) s += std::string(i ? " " : "") + Of(kWords);
     return s;
@@ -98,15 +100,20 @@ class Generator {
     for (int i = 0; i < n; ++i) s += kHex[Pick(16)];
     return s;
   }
-  std::string Version() { return std::to_string(Num(0, 4)) + "." + std::to_string(Num(0, 30)) + "." + std::to_string(Num(0, 99)); }
+  std::string Version() {
+    return std::to_string(Num(0, 4)) + "." + std::to_string(Num(0, 30)) + "." + std::to_string(Num(0, 99));
+  }
 
   std::string Line() {
     switch (Pick(48)) {
       case 0: return "#include <" + Id() + "/" + Id() + ".h>";
       case 1: return "  auto " + Id() + " = " + Id() + "(" + Id() + ", " + std::to_string(Num(0, 4096)) + ");";
-      case 2: return "  if (" + Id() + " != nullptr && " + Id() + "->" + Id() + "() > " + std::to_string(Num(0, 512)) + ") {";
+      case 2:
+        return "  if (" + Id() + " != nullptr && " + Id() + "->" + Id() + "() > " + std::to_string(Num(0, 512)) + ") {";
       case 3: return "  // " + Words(Num(4, 12)) + ".";
-      case 4: return "  std::vector<" + Type() + "> " + Id() + "_{" + std::to_string(Num(0, 99)) + ", " + std::to_string(Num(0, 99)) + "};";
+      case 4:
+        return "  std::vector<" + Type() + "> " + Id() + "_{" + std::to_string(Num(0, 99)) + ", " +
+               std::to_string(Num(0, 99)) + "};";
       case 5: return "  return " + Id() + "." + Id() + "(\"" + Words(Num(1, 4)) + "\");";
       case 6: return "}";
       case 7: return "    " + Id() + " = self." + Id() + "(" + Id() + ", timeout=" + std::to_string(Num(1, 120)) + ")";
@@ -115,22 +122,32 @@ class Generator {
       case 10: return "    for " + Id() + " in " + Id() + ":";
       case 11: return "  \"" + Id() + "\": \"" + Words(Num(1, 5)) + "\",";
       case 12: return "  \"" + Id() + "\": " + std::to_string(Num(0, 100000)) + ",";
-      case 13: return "  \"" + Id() + "\": [" + std::to_string(Num(0, 9)) + ", " + std::to_string(Num(10, 99)) + ", " + std::to_string(Num(100, 999)) + "],";
+      case 13:
+        return "  \"" + Id() + "\": [" + std::to_string(Num(0, 9)) + ", " + std::to_string(Num(10, 99)) + ", " +
+               std::to_string(Num(100, 999)) + "],";
       case 14: return "  \"version\": \"" + Version() + "\",";
       case 15: return "  " + Id() + ": " + Id();
       case 16: return "  - name: " + Id();
       case 17: return "    image: registry.example.com/" + Id() + ":" + Version();
-      case 18: if (Pick(8) != 0) return Line2();
-               return "commit " + Hex(40) + " (" + std::to_string(Num(2019, 2026)) + "-" + std::to_string(Num(10, 12)) + "-" + std::to_string(Num(10, 28)) + ")";
-      case 19: if (Pick(8) != 0) return Line2();
-               return "  id: " + Hex(8) + "-" + Hex(4) + "-" + Hex(4) + "-" + Hex(4) + "-" + Hex(12);
-      case 20: if (Pick(2) != 0) return Line2();
-               return "max_tokens: " + std::to_string(Num(16, 8192)) + "  # " + Words(3);
-      case 21: if (Pick(2) != 0) return Line2();
-               return "    " + Id() + " = tokens[" + Id() + "]";
-      case 22: if (Pick(4) != 0) return Line2();
-               return "  constexpr uint32_t k" + std::string(1, static_cast<char>('A' + Pick(26))) + Id() + " = 0x" + Hex(8) + ";";
-      case 23: return "    " + Id() + "." + Id() + "(" + Id() + ", " + std::to_string(Num(0, 9)) + ")  # " + Words(Num(2, 6));
+      case 18:
+        if (Pick(8) != 0) return Line2();
+        return "commit " + Hex(40) + " (" + std::to_string(Num(2019, 2026)) + "-" + std::to_string(Num(10, 12)) + "-" +
+               std::to_string(Num(10, 28)) + ")";
+      case 19:
+        if (Pick(8) != 0) return Line2();
+        return "  id: " + Hex(8) + "-" + Hex(4) + "-" + Hex(4) + "-" + Hex(4) + "-" + Hex(12);
+      case 20:
+        if (Pick(2) != 0) return Line2();
+        return "max_tokens: " + std::to_string(Num(16, 8192)) + "  # " + Words(3);
+      case 21:
+        if (Pick(2) != 0) return Line2();
+        return "    " + Id() + " = tokens[" + Id() + "]";
+      case 22:
+        if (Pick(4) != 0) return Line2();
+        return "  constexpr uint32_t k" + std::string(1, static_cast<char>('A' + Pick(26))) + Id() + " = 0x" + Hex(8) +
+               ";";
+      case 23:
+        return "    " + Id() + "." + Id() + "(" + Id() + ", " + std::to_string(Num(0, 9)) + ")  # " + Words(Num(2, 6));
       default: return Line2();
     }
   }
@@ -138,19 +155,27 @@ class Generator {
   // The common lines again, without the token-heavy ones (20, 21), so those stay rare.
   std::string Line2() {
     std::string line;
-    do line = Line(); while (line.find("tokens") != std::string::npos);
+    do line = Line();
+    while (line.find("tokens") != std::string::npos);
     return line;
   }
 
   std::string Planted() {
     // Adjacent literals keep the fakes out of this file's own text for secret scanners.
     switch (Pick(8)) {
-      case 0: return "aws_access_key_id = AKIA" "IOSFODNN7EXAMPLE";
-      case 1: return "GITHUB_TOKEN=gh" "p_u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8d";
+      case 0:
+        return "aws_access_key_id = AKIA"
+               "IOSFODNN7EXAMPLE";
+      case 1:
+        return "GITHUB_TOKEN=gh"
+               "p_u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8d";
       case 2: return "  \"contact\": \"jane.doe@example.com\",";
       case 3: return "DATABASE_URL=postgres://app:Xk9mP2vLq7@db.internal:5432/app";
       case 4: return "card = \"4111 1111 1111 1111\"";
-      case 5: return "Authorization: Bearer ey" "JhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+      case 5:
+        return "Authorization: Bearer ey"
+               "JhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_"
+               "adQssw5c";
       case 6: return "  password: Tr0ub4dor&3";
       default: return "  phone: \"+44 20 7946 0958\"";
     }
@@ -168,7 +193,9 @@ std::vector<std::regex> PeerRegexes() {
   const auto plain = std::regex::ECMAScript;
   std::vector<std::regex> r;
   r.emplace_back(R"(\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b)", plain);
-  r.emplace_back(R"((?:aws_?secret_?(?:access_?)?key|secret_?access_?key)["'`]?[ \t]*(?::=|=>|=|:)[ \t]*["'`]?[A-Za-z0-9/+]{40})", icase);
+  r.emplace_back(
+      R"((?:aws_?secret_?(?:access_?)?key|secret_?access_?key)["'`]?[ \t]*(?::=|=>|=|:)[ \t]*["'`]?[A-Za-z0-9/+]{40})",
+      icase);
   r.emplace_back(R"(\bgh[pousr]_[A-Za-z0-9]{36,255}\b)", plain);
   r.emplace_back(R"(\bgithub_pat_\w{70,255}\b)", plain);
   r.emplace_back(R"(\bglpat-[\w-]{20,64}\b)", plain);
@@ -180,7 +207,9 @@ std::vector<std::regex> PeerRegexes() {
   r.emplace_back(R"(-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END[^-]*-----)", plain);
   r.emplace_back(R"(eyJ[\w-]{10,}\.[\w-]{2,}\.[\w-]{8,})", plain);
   r.emplace_back(R"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@"'<>]*:[^\s/@"'<>]+@)", plain);
-  r.emplace_back(R"((?:secret|token|passw(?:or)?d|pwd|api_?key|api-key|apikey|private|credential)[\w.-]{0,48}["'`]?[ \t]{0,4}(?::=|=>|=|:)[ \t]{0,4}["'`]?[^\s"'`]+)", icase);
+  r.emplace_back(
+      R"((?:secret|token|passw(?:or)?d|pwd|api_?key|api-key|apikey|private|credential)[\w.-]{0,48}["'`]?[ \t]{0,4}(?::=|=>|=|:)[ \t]{0,4}["'`]?[^\s"'`]+)",
+      icase);
   r.emplace_back(R"((?:["'`=:]|(?:bearer|token)[ \t])[ \t]{0,3}["'`]?[A-Za-z0-9+/_-]{24,256})", plain);
   r.emplace_back(R"([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24})", plain);
   r.emplace_back(R"(\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b)", plain);
@@ -247,8 +276,8 @@ int main(int argc, char** argv) {
   if (corpus != nullptr) {
     std::printf("corpus: %.1f MB from %s\n", text.size() / 1e6, corpus);
   } else {
-    std::printf("corpus: %.1f MB of code-like text, %d planted secrets/personal data (one per 4 MB)\n", text.size() / 1e6,
-                generator.planted());
+    std::printf("corpus: %.1f MB of code-like text, %d planted secrets/personal data (one per 4 MB)\n",
+                text.size() / 1e6, generator.planted());
   }
 
   // Built-in rules only (the default policy), then with one custom pattern (a second Vectorscan
@@ -266,8 +295,10 @@ int main(int argc, char** argv) {
     }
     std::sort(gbps.begin(), gbps.end());
     std::sort(cpu_gbps.begin(), cpu_gbps.end());
-    std::printf("Scan, 1 thread, %s: median %.2f GB/s, best %.2f GB/s wall; median %.2f GB/s per CPU-second (%d runs); %zu findings\n",
-                label, gbps[gbps.size() / 2], gbps.back(), cpu_gbps[cpu_gbps.size() / 2], runs, findings.size());
+    std::printf(
+        "Scan, 1 thread, %s: median %.2f GB/s, best %.2f GB/s wall; median %.2f GB/s per CPU-second (%d runs); %zu "
+        "findings\n",
+        label, gbps[gbps.size() / 2], gbps.back(), cpu_gbps[cpu_gbps.size() / 2], runs, findings.size());
   };
   ScannerConfig custom_config;
   custom_config.custom = {{"employee_id", R"(\bEMP-[0-9]{6}\b)"}};
@@ -319,8 +350,10 @@ int main(int argc, char** argv) {
   double c = ThreadCpuSeconds();
   size_t peer_matches = PeerScan(regexes, sample);
   double peer = sample.size() / (ThreadCpuSeconds() - c) / 1e9;  // CPU time: it runs for minutes
-  std::printf("peer (std::regex, %zu patterns, one pass each) on %.2f MB: %.5f GB/s (%.2f MB/s) per CPU-second, %zu raw matches\n",
-              regexes.size(), sample.size() / 1e6, peer, peer * 1e3, peer_matches);
+  std::printf(
+      "peer (std::regex, %zu patterns, one pass each) on %.2f MB: %.5f GB/s (%.2f MB/s) per CPU-second, %zu raw "
+      "matches\n",
+      regexes.size(), sample.size() / 1e6, peer, peer * 1e3, peer_matches);
   std::printf("Scan on the same sample: %.2f GB/s per CPU-second; ratio Scan / peer: %.0fx\n", ours_sample,
               ours_sample / peer);
   return 0;

@@ -1,4 +1,5 @@
 #include "router/policy.h"
+#include "router/scanner.h"
 
 #include <gtest/gtest.h>
 

@@ -8,6 +8,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "router/scanner.h"
+
 namespace hearth::router {
 
 const char* TaskClassName(TaskClass t) {
@@ -55,40 +57,6 @@ const BackendConfig* Policy::FindBackend(const std::string& name) const {
     if (b.name == name) return &b;
   }
   return nullptr;
-}
-
-bool GlobMatch(const std::string& pattern, const std::string& text) {
-  // Iterative matcher with backtracking for '*' (within a segment) and '**' (any segments).
-  std::function<bool(size_t, size_t)> match = [&](size_t p, size_t t) -> bool {
-    while (p < pattern.size()) {
-      if (pattern.compare(p, 2, "**") == 0) {
-        size_t next = p + 2;
-        if (next < pattern.size() && pattern[next] == '/') ++next;  // "**/" also matches no directory
-        for (size_t k = t; k <= text.size(); ++k) {
-          if (match(next, k)) return true;
-        }
-        return false;
-      }
-      char c = pattern[p];
-      if (c == '*') {
-        for (size_t k = t; k <= text.size(); ++k) {
-          if (match(p + 1, k)) return true;
-          if (k < text.size() && text[k] == '/') break;
-        }
-        return false;
-      }
-      if (t >= text.size()) return false;
-      if (c == '?') {
-        if (text[t] == '/') return false;
-      } else if (c != text[t]) {
-        return false;
-      }
-      ++p;
-      ++t;
-    }
-    return t == text.size();
-  };
-  return match(0, 0);
 }
 
 namespace {

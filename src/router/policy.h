@@ -113,7 +113,5 @@ struct Decision {
 
 Decision Decide(const Policy& policy, const RouteFacts& facts);
 
-// Glob over '/'-separated paths: "**" any number of segments, "*" within a segment, "?" one char.
-bool GlobMatch(const std::string& pattern, const std::string& text);
 
 }  // namespace hearth::router

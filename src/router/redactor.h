@@ -22,13 +22,15 @@ class Redaction {
  public:
   // `findings` are Scanner::Scan(text)'s; out-of-range or overlapping ones are ignored.
   std::string Redact(std::string_view text, const std::vector<Finding>& findings);
-  const std::vector<std::pair<std::string, std::string>>& mapping() const { return mapping_; }  // placeholder -> original
+  const std::vector<std::pair<std::string, std::string>>& mapping() const {
+    return mapping_;
+  }                                        // placeholder -> original
   size_t count() const { return count_; }  // replacements made (one value may be replaced many times)
 
  private:
   std::vector<std::pair<std::string, std::string>> mapping_;
-  std::unordered_map<std::string, size_t> by_value_;       // original -> index in mapping_
-  std::unordered_map<std::string, size_t> next_number_;    // label -> last number used
+  std::unordered_map<std::string, size_t> by_value_;     // original -> index in mapping_
+  std::unordered_map<std::string, size_t> next_number_;  // label -> last number used
   size_t count_ = 0;
 };
 

@@ -131,7 +131,8 @@ Verdict ConfirmPrivateKey(std::string_view t, size_t end) {
     size_t close = t.substr(0, std::min(t.size(), end_marker + 128)).find("-----", end_marker + 8);
     // Documentation shows the shape with a placeholder body ("XXXX", "..."): no key in it.
     std::string_view body = t.substr(end, end_marker - end);
-    bool placeholder = std::none_of(body.begin(), body.end(), [](char c) { return IsAlnum(c) && c != 'X' && c != 'x' && c != 'n'; });
+    bool placeholder =
+        std::none_of(body.begin(), body.end(), [](char c) { return IsAlnum(c) && c != 'X' && c != 'x' && c != 'n'; });
     if (placeholder) return Reject(end_marker);
     if (close != std::string_view::npos) return Accept(b, close + 5);
   }
@@ -159,12 +160,18 @@ std::string DecodeBase64Url(std::string_view s) {
   int bits = 0;
   for (char c : s) {
     int v;
-    if (IsUpper(c)) v = c - 'A';
-    else if (IsLower(c)) v = c - 'a' + 26;
-    else if (IsDigit(c)) v = c - '0' + 52;
-    else if (c == '-' || c == '+') v = 62;
-    else if (c == '_' || c == '/') v = 63;
-    else break;
+    if (IsUpper(c))
+      v = c - 'A';
+    else if (IsLower(c))
+      v = c - 'a' + 26;
+    else if (IsDigit(c))
+      v = c - '0' + 52;
+    else if (c == '-' || c == '+')
+      v = 62;
+    else if (c == '_' || c == '/')
+      v = 63;
+    else
+      break;
     buffer = (buffer << 6) | static_cast<uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
@@ -218,17 +225,21 @@ bool IsNonTrivialSecretValue(std::string_view v) {
   // "YOUR_API_KEY", "Bearer", "bert-base-uncased"), not a credential.
   bool has_digit = false, has_symbol = false;
   for (char c : v) {
-    if (IsDigit(c)) has_digit = true;
-    else if (!IsAlpha(c) && c != '_' && c != '.' && c != '-') has_symbol = true;
+    if (IsDigit(c))
+      has_digit = true;
+    else if (!IsAlpha(c) && c != '_' && c != '.' && c != '-')
+      has_symbol = true;
   }
   if (!has_digit && !has_symbol) return false;
   // Numbers, versions and dates ("4096", "1.2.3", "2024-01-15").
-  if (std::all_of(v.begin(), v.end(), [](char c) { return IsDigit(c) || c == '.' || c == '-' || c == '_' || c == ':'; })) {
+  if (std::all_of(v.begin(), v.end(),
+                  [](char c) { return IsDigit(c) || c == '.' || c == '-' || c == '_' || c == ':'; })) {
     return false;
   }
   // Colon-separated names: "urn:ietf:params:oauth:token-type:jwt", "cdx:npm:package:private".
-  if (std::count(v.begin(), v.end(), ':') >= 2 &&
-      std::all_of(v.begin(), v.end(), [](char c) { return IsLower(c) || IsDigit(c) || c == ':' || c == '-' || c == '.' || c == '_'; })) {
+  if (std::count(v.begin(), v.end(), ':') >= 2 && std::all_of(v.begin(), v.end(), [](char c) {
+        return IsLower(c) || IsDigit(c) || c == ':' || c == '-' || c == '.' || c == '_';
+      })) {
     return false;
   }
   return true;
@@ -350,7 +361,8 @@ Verdict ConfirmUrlPassword(std::string_view t, size_t end) {
   size_t b = userinfo + colon + 1;
   std::string_view password = t.substr(b, at - b);
   if (password.empty() || IsPlaceholderValue(password)) return Reject(end);
-  static const std::array<std::string_view, 7> kExamples = {"password", "pass", "passwd", "pwd", "pw", "secret", "changeme"};
+  static const std::array<std::string_view, 7> kExamples = {"password", "pass",   "passwd",  "pwd",
+                                                            "pw",       "secret", "changeme"};
   std::string lower = Lowercase(password);
   if (std::find(kExamples.begin(), kExamples.end(), lower) != kExamples.end()) return Reject(end);
   return Accept(b, at);
@@ -593,7 +605,8 @@ Verdict ConfirmPhoneNanpParen(std::string_view t, size_t end) {
 // National trunk-prefixed: 020 7946 0958, 07700 900123, 030 12345678, 089/1234567.
 Verdict ConfirmPhoneNational(std::string_view t, size_t end) {
   size_t wb = end;
-  while (wb > 0 && end - wb < 16 && (IsDigit(t[wb - 1]) || t[wb - 1] == ' ' || t[wb - 1] == '-' || t[wb - 1] == '/')) --wb;
+  while (wb > 0 && end - wb < 16 && (IsDigit(t[wb - 1]) || t[wb - 1] == ' ' || t[wb - 1] == '-' || t[wb - 1] == '/'))
+    --wb;
   for (size_t p = wb; p + 10 <= end; ++p) {
     if (t[p] != '0' || (p > 0 && IsAlnum(t[p - 1]))) continue;
     // Parse groups from p; it must end exactly at `end`.
@@ -723,13 +736,13 @@ bool KnownCardRange(const int* d, int n) {
     return v;
   };
   int p2 = prefix(2), p3 = prefix(3), p4 = prefix(4);
-  if (d[0] == 4) return n == 13 || n == 16 || n == 19;                                      // Visa
-  if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720)) return n == 16;                // Mastercard
-  if (p2 == 34 || p2 == 37) return n == 15;                                                 // American Express
-  if (p4 == 6011 || p2 == 65 || (p3 >= 644 && p3 <= 649)) return n >= 16 && n <= 19;        // Discover
-  if (p4 >= 3528 && p4 <= 3589) return n >= 16 && n <= 19;                                  // JCB
+  if (d[0] == 4) return n == 13 || n == 16 || n == 19;                                          // Visa
+  if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720)) return n == 16;                     // Mastercard
+  if (p2 == 34 || p2 == 37) return n == 15;                                                     // American Express
+  if (p4 == 6011 || p2 == 65 || (p3 >= 644 && p3 <= 649)) return n >= 16 && n <= 19;            // Discover
+  if (p4 >= 3528 && p4 <= 3589) return n >= 16 && n <= 19;                                      // JCB
   if ((p3 >= 300 && p3 <= 305) || p2 == 36 || p2 == 38 || p2 == 39) return n >= 14 && n <= 19;  // Diners
-  if (p2 == 62) return n >= 16 && n <= 19;                                                  // UnionPay
+  if (p2 == 62) return n >= 16 && n <= 19;                                                      // UnionPay
   return false;
 }
 
@@ -744,7 +757,8 @@ bool CardGroupsOk(std::string_view s, char sep) {
       ++groups.back();
     }
   }
-  static const std::vector<std::vector<size_t>> kLayouts = {{4, 4, 4, 4}, {4, 4, 4, 4, 3}, {4, 6, 5}, {4, 6, 4}, {4, 3, 3, 3}};
+  static const std::vector<std::vector<size_t>> kLayouts = {
+      {4, 4, 4, 4}, {4, 4, 4, 4, 3}, {4, 6, 5}, {4, 6, 4}, {4, 3, 3, 3}};
   return std::find(kLayouts.begin(), kLayouts.end(), groups) != kLayouts.end();
 }
 
@@ -777,7 +791,8 @@ Verdict ConfirmCard(std::string_view t, size_t end) {
   }
   size_t resume = std::max(end, last);
   if (n < 13 || n > 19) return Reject(resume);
-  if (last + 1 < t.size() && (t[last] == '-' || t[last] == '.') && IsAlnum(t[last + 1])) return Reject(resume);  // a UUID, an ID
+  if (last + 1 < t.size() && (t[last] == '-' || t[last] == '.') && IsAlnum(t[last + 1]))
+    return Reject(resume);  // a UUID, an ID
   if (sep != '\0' && !CardGroupsOk(t.substr(b, last - b), sep)) return Reject(resume);
   if (last < t.size() && (IsWord(t[last]) || (t[last] == '.' && last + 1 < t.size() && IsDigit(t[last + 1])))) {
     return Reject(resume);
@@ -992,8 +1007,8 @@ constexpr bool kKeywordsInPrefilter = true;
 #else
 constexpr bool kKeywordsInPrefilter = false;
 #endif
-constexpr std::array<std::string_view, 9> kSecretWords = {"secret", "token", "passw", "pwd", "api_key", "apikey",
-                                                          "api-key", "private", "credential"};
+constexpr std::array<std::string_view, 9> kSecretWords = {"secret", "token",   "passw",   "pwd",       "api_key",
+                                                          "apikey", "api-key", "private", "credential"};
 constexpr std::string_view kNhsWord = "nhs";
 // The prefilter's three-letter prefixes of those words; the MRN labels' are added at run time.
 constexpr std::array<std::string_view, 8> kKeywordPrefixes = {"sec", "tok", "pas", "pwd", "api", "pri", "cre", "nhs"};
@@ -1016,7 +1031,8 @@ inline ChunkMasks ClassifyChunk(const unsigned char* p) {
   };
   __mmask64 digit = in_range(v, '0', 10);
   __mmask64 alpha = in_range(_mm512_or_si512(v, _mm512_set1_epi8(0x20)), 'a', 26);
-  __mmask64 punct = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('_')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('-')) |
+  __mmask64 punct = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('_')) |
+                    _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('-')) |
                     _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('+')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('/'));
   return {digit, digit | alpha | punct, _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('@'))};
 }
@@ -1046,8 +1062,9 @@ inline ChunkMasks ClassifyChunk(const unsigned char* p) {
     };
     __m128i digit = in_range(v, '0', 10);
     __m128i alpha = in_range(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 26);
-    __m128i punct = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('_')), _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))),
-                                 _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('+')), _mm_cmpeq_epi8(v, _mm_set1_epi8('/'))));
+    __m128i punct =
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('_')), _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))),
+                     _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('+')), _mm_cmpeq_epi8(v, _mm_set1_epi8('/'))));
     __m128i token = _mm_or_si128(_mm_or_si128(digit, alpha), punct);
     auto bits = [](__m128i x) { return uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(x))}; };
     m.digits |= bits(digit) << (16 * k);
@@ -1078,8 +1095,8 @@ inline unsigned DensePairs(uint64_t previous_digits, uint64_t digits) {
     return (x + (x >> 8)) & 0x00FF00FF00FF00FFULL;  // count of each 16-bit lane, in that lane
   };
   uint64_t counts = lane_counts(digits);
-  uint64_t before = (counts << 16) | (lane_counts(previous_digits) >> 48);  // lane k: block k - 1
-  uint64_t sums = counts + before;                                         // lanes hold <= 32
+  uint64_t before = (counts << 16) | (lane_counts(previous_digits) >> 48);       // lane k: block k - 1
+  uint64_t sums = counts + before;                                               // lanes hold <= 32
   uint64_t over = (sums + 0x7FF7'7FF7'7FF7'7FF7ULL) & 0x8000'8000'8000'8000ULL;  // lane >= 9
   return static_cast<unsigned>(((over >> 15) & 1) | ((over >> 30) & 2) | ((over >> 45) & 4) | ((over >> 60) & 8));
 }
@@ -1104,17 +1121,18 @@ inline uint64_t RunStarts(uint64_t low, uint64_t high) {
 struct Prefilter {
   std::vector<std::pair<size_t, size_t>> digit_windows;
   std::vector<std::pair<size_t, size_t>> token_runs;
-  std::vector<size_t> at_signs;  // offsets of '@', for the e-mail rule
+  std::vector<size_t> at_signs;        // offsets of '@', for the e-mail rule
   std::vector<size_t> keyword_starts;  // kKeywordsInPrefilter: where one of the prefixes starts
 };
 
-Prefilter RunPrefilter(std::string_view t, bool want_token_runs, [[maybe_unused]] const std::vector<Prefix3>& prefixes) {
+Prefilter RunPrefilter(std::string_view t, bool want_token_runs,
+                       [[maybe_unused]] const std::vector<Prefix3>& prefixes) {
   constexpr size_t kBlock = 16, kChunk = 64;
   Prefilter out;
   const auto* s = reinterpret_cast<const unsigned char*>(t.data());
   const size_t n = t.size();
   uint64_t previous_digits = 0, previous_tokens = 0;
-  size_t runs_done_until = 0;  // token runs that start before this offset are already measured
+  size_t runs_done_until = 0;        // token runs that start before this offset are already measured
   unsigned char padded[kChunk + 2];  // KeywordStarts reads two bytes past the chunk
 
   auto mark_digits = [&](size_t block) {  // this block and the one before hold >= 9 digits
@@ -1163,7 +1181,8 @@ Prefilter RunPrefilter(std::string_view t, bool want_token_runs, [[maybe_unused]
       }
     }
     previous_digits = m.digits;
-    for (uint64_t at = m.at_signs; at != 0; at &= at - 1) out.at_signs.push_back(chunk + static_cast<size_t>(__builtin_ctzll(at)));
+    for (uint64_t at = m.at_signs; at != 0; at &= at - 1)
+      out.at_signs.push_back(chunk + static_cast<size_t>(__builtin_ctzll(at)));
     if (!want_token_runs) continue;
     if (chunk > 0 && previous_tokens != 0) find_runs(chunk - kChunk, previous_tokens, m.tokens);
     previous_tokens = m.tokens;
@@ -1448,19 +1467,19 @@ struct Scanner::Impl {
   std::vector<Rule> rules;
   std::vector<std::string> rule_names;
   std::vector<std::string> sensitive_paths;
-  std::vector<Trigger> anchors;   // literals over the whole text
-  std::vector<Trigger> numeric;   // digit patterns, only around long clusters of digits
+  std::vector<Trigger> anchors;       // literals over the whole text
+  std::vector<Trigger> numeric;       // digit patterns, only around long clusters of digits
   std::vector<size_t> custom_rule;    // per custom pattern: its rule
   std::vector<size_t> custom_window;  // per custom pattern: how far back its start can be
   bool high_entropy = false;
   size_t high_entropy_rule = 0;
   size_t email_rule = 0;
   size_t secret_rule = 0, aws_secret_rule = 0, nhs_rule = 0, mrn_rule = 0;
-  std::vector<std::string> mrn_labels;  // lowercase; those the prefilter finds
+  std::vector<std::string> mrn_labels;    // lowercase; those the prefilter finds
   std::vector<Prefix3> keyword_prefixes;  // what the prefilter looks for (kKeywordsInPrefilter)
-  hs_database_t* anchor_db = nullptr;  // the anchors, then the custom patterns (ids from anchors.size())
+  hs_database_t* anchor_db = nullptr;     // the anchors, then the custom patterns (ids from anchors.size())
   hs_database_t* numeric_db = nullptr;
-  hs_database_t* som_db = nullptr;     // the custom patterns with start of match, run only on windows
+  hs_database_t* som_db = nullptr;  // the custom patterns with start of match, run only on windows
   mutable ScratchPool scratch;
 
   ~Impl() {
@@ -1518,7 +1537,8 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
   AddToken(r, "glpat-", {0, IsB64Url, 26, 64});
 
   r = AddRule("slack_token", S, 0);
-  for (std::string_view prefix : {"xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"}) AddToken(r, prefix, {0, IsAlnumOrDash, 20, 255});
+  for (std::string_view prefix : {"xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"})
+    AddToken(r, prefix, {0, IsAlnumOrDash, 20, 255});
 
   r = AddRule("stripe_key", S, 0);
   for (std::string_view prefix : {"sk_live_", "rk_live_"}) AddToken(r, prefix, {0, IsAlnum, 28, 255});
@@ -1545,8 +1565,9 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
   aws_secret_rule = aws_secret;
   if (!kKeywordsInPrefilter) {
     for (std::string_view word : kSecretWords) {
-      AddAnchorCaseless(secret_rule, word,
-                        [aws_secret](std::string_view t, size_t end, size_t) { return FromSecretWord(t, end, aws_secret); });
+      AddAnchorCaseless(secret_rule, word, [aws_secret](std::string_view t, size_t end, size_t) {
+        return FromSecretWord(t, end, aws_secret);
+      });
     }
   }
 
@@ -1580,7 +1601,8 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
   AddNumeric(r, R"(\b0[1-9][0-9]{1,3}[ \-/][0-9]{3,4}[ \-]?[0-9]{3,4}\b)", ConfirmPhoneNational);
   AddNumeric(r, R"(\b0[1-9](?:[ .][0-9]{2}){4}\b)", ConfirmPhoneFrench);
 
-  bool any_label = std::any_of(config.mrn_labels.begin(), config.mrn_labels.end(), [](const std::string& l) { return !l.empty(); });
+  bool any_label =
+      std::any_of(config.mrn_labels.begin(), config.mrn_labels.end(), [](const std::string& l) { return !l.empty(); });
   if (any_label) {
     mrn_rule = AddRule("medical_record_number", P, 2);
     for (const std::string& label : config.mrn_labels) {
@@ -1605,7 +1627,8 @@ void Scanner::Impl::AddBuiltins(const ScannerConfig& config) {
 void Scanner::Impl::Build(const ScannerConfig& config) {
   AddBuiltins(config);
   for (const CustomPattern& custom : config.custom) {
-    if (custom.name.empty()) throw std::invalid_argument("custom pattern with regex \"" + custom.regex + "\" has no name");
+    if (custom.name.empty())
+      throw std::invalid_argument("custom pattern with regex \"" + custom.regex + "\" has no name");
     custom_rule.push_back(AddRule(custom.name, custom.kind, 4));
   }
   auto custom_error = [&](size_t index, const std::string& message) {
@@ -1666,12 +1689,14 @@ void Scanner::Impl::Build(const ScannerConfig& config) {
     if (error->expression >= static_cast<int>(anchors.size())) {
       throw custom_error(static_cast<size_t>(error->expression) - anchors.size(), error->message);
     }
-    throw std::logic_error("built-in anchor pattern " + std::to_string(error->expression) + " does not compile: " + error->message);
+    throw std::logic_error("built-in anchor pattern " + std::to_string(error->expression) +
+                           " does not compile: " + error->message);
   }
   scratch.Fit(anchor_db);
   if (!custom_patterns.empty()) {
     som_db = Compile(custom_patterns, std::vector<unsigned>(custom_patterns.size(), HS_FLAG_SOM_LEFTMOST), error);
-    if (som_db == nullptr) throw custom_error(error->expression >= 0 ? static_cast<size_t>(error->expression) : 0, error->message);
+    if (som_db == nullptr)
+      throw custom_error(error->expression >= 0 ? static_cast<size_t>(error->expression) : 0, error->message);
     scratch.Fit(som_db);
   }
 }
@@ -1691,7 +1716,8 @@ void Scanner::Impl::ProcessReports(std::string_view text, const std::vector<Trig
     const Trigger& trigger = triggers[r.id];
     Verdict v = trigger.confirm(text, r.end);
     resume[r.id] = std::max(resume[r.id], v.resume);
-    if (v.found && v.end > v.begin) out.push_back(Candidate{v.begin, v.end, v.rule != SIZE_MAX ? v.rule : trigger.rule});
+    if (v.found && v.end > v.begin)
+      out.push_back(Candidate{v.begin, v.end, v.rule != SIZE_MAX ? v.rule : trigger.rule});
   }
 }
 
@@ -1763,11 +1789,15 @@ std::vector<Finding> Scanner::Scan(std::string_view text) const {
   ScratchLease scratch(impl.scratch);
   std::vector<Candidate> candidates;
 
+  auto by_end = [](std::vector<Report>& reports) {  // Vectorscan may report regex matches out of order
+    auto earlier = [](const Report& a, const Report& b) { return a.end < b.end; };
+    if (!std::is_sorted(reports.begin(), reports.end(), earlier))
+      std::stable_sort(reports.begin(), reports.end(), earlier);
+  };
+
   // 1. Literal anchors (and where custom patterns end) over the whole text.
   std::vector<Report> reports = ScanAll(impl.anchor_db, text, scratch.get());
-  if (!std::is_sorted(reports.begin(), reports.end(), [](const Report& a, const Report& b) { return a.end < b.end; })) {
-    std::stable_sort(reports.begin(), reports.end(), [](const Report& a, const Report& b) { return a.end < b.end; });
-  }
+  by_end(reports);
   std::vector<std::vector<size_t>> custom_ends(impl.custom_rule.size());
   impl.ProcessReports(text, impl.anchors, reports, candidates, &custom_ends);
 
@@ -1778,13 +1808,15 @@ std::vector<Finding> Scanner::Scan(std::string_view text) const {
   std::vector<Report> numeric;
   for (auto [lo, hi] : NumberClusters(text, prefilter.digit_windows)) {
     std::vector<Report> window;
-    hs_scan(impl.numeric_db, text.data() + lo, static_cast<unsigned>(hi - lo), 0, scratch.get(), CollectReport, &window);
+    hs_scan(impl.numeric_db, text.data() + lo, static_cast<unsigned>(hi - lo), 0, scratch.get(), CollectReport,
+            &window);
     for (const Report& r : window) numeric.push_back(Report{r.id, r.end + lo});
   }
+  by_end(numeric);
   impl.ProcessReports(text, impl.numeric, numeric, candidates, nullptr);
 
-  // 3. Secret words, "NHS" and MRN labels where the prefilter found them (AVX-512 builds), e-mail addresses
-  //    around each '@', and random-looking tokens in value context.
+  // 3. Secret words, "NHS" and MRN labels where the prefilter found them (AVX-512 builds),
+  //    e-mail addresses around each '@', and random-looking tokens in value context.
   for (size_t start : prefilter.keyword_starts) {
     auto is_at = [&](std::string_view word) {
       if (text.size() - start < word.size()) return false;
