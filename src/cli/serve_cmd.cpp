@@ -71,6 +71,17 @@ int Serve(ServeOptions o) {
   po.scheduler.cache_reuse_min_tokens = o.cache_reuse;
   po.default_keep_alive = std::chrono::seconds(o.keep_alive);
   engine::ModelPool pool(po);
+  // Models in the store (hearth pull / import / create) are served by name; --model and
+  // --models-dir come after, so they win on a name clash. A store blob is re-hashed on load.
+  store::Store store(store::Store::DefaultRoot());
+  for (const store::Manifest& m : store.List()) {
+    try {
+      pool.Register(store.BlobPath(m.model.digest), m.name);
+    } catch (const engine::EngineError& e) {
+      std::fprintf(stderr, "hearth: skipping stored model %s: %s\n", m.name.c_str(), e.what());
+    }
+  }
+  pool.SetLoadCheck([&store](const engine::RegisteredModel& m) { store.CheckBlobPath(m.path); });
   std::string default_model;
   for (const std::string& spec : o.models) {
     // NAME=FILE names the model; FILE alone is named after the file.
@@ -80,9 +91,7 @@ int Serve(ServeOptions o) {
     pool.Register(path, name);
   }
   if (!o.models_dir.empty()) pool.RegisterDirectory(o.models_dir);
-  // Models in the store (hearth pull / import / create) are served by name too.
-  store::Store store(store::Store::DefaultRoot());
-  for (const store::Manifest& m : store.List()) pool.Register(store.BlobPath(m.model.digest), m.name);
+
   std::vector<engine::RegisteredModel> models = pool.List();
   if (models.empty()) {
     std::fprintf(stderr, "hearth: no models: pass --model FILE or --models-dir DIR\n");

@@ -167,7 +167,10 @@ std::unique_ptr<ModelLease> ModelPool::Acquire(const std::string& name, std::opt
       model = it->second->model;  // reuse the weights; only the context grows
     }
   }
-  if (!model) model = Model::Load(reg.path);
+  if (!model) {
+    if (load_check_) load_check_(reg);
+    model = Model::Load(reg.path);
+  }
   auto loaded = std::make_shared<ModelLease::Loaded>();
   loaded->name = reg.name;
   loaded->path = reg.path;
@@ -194,6 +197,7 @@ std::shared_ptr<Model> ModelPool::Describe(const std::string& name) {
     auto it = loaded_.find(reg.name);
     if (it != loaded_.end()) return it->second->model;
   }
+  if (load_check_) load_check_(reg);
   return Model::Load(reg.path);
 }
 

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -98,6 +99,9 @@ class ModelPool {
   // Unloads now if idle, else as soon as the last request finishes.
   void Unload(const std::string& name);
   const ModelPoolOptions& options() const { return options_; }
+  // Runs before a registered file is loaded (e.g. the store re-hashing its blob); throwing
+  // refuses the load. Set once, before serving.
+  void SetLoadCheck(std::function<void(const RegisteredModel&)> check) { load_check_ = std::move(check); }
 
  private:
   friend class ModelLease;
@@ -112,6 +116,7 @@ class ModelPool {
   std::mutex load_mutex_;  // one load at a time: loading is memory- and disk-bound
   bool stopping_ = false;
   std::thread reaper_;
+  std::function<void(const RegisteredModel&)> load_check_;
 };
 
 // Validates a model name: 1-128 chars of [A-Za-z0-9._-], optional ":tag" of the same;
