@@ -3,8 +3,12 @@
 // streams through the Scheduler.
 //
 //   hearth_bench_engine --model M --threads T --reps R --pp 512 --tg 128 --streams 1,2,4
-//                       [--peer-json llama-bench.json] [--json OUT]
+//                       [--llama-bench PATH | --peer-json FILE...] [--json OUT]
 //   hearth_bench_engine --summarize engine-<date>.json     (tables of a combined run file)
+//
+// With --llama-bench, llama-bench (-m M -t T -p pp -n tg -r R -o json) runs twice, right
+// before and right after hearth's pp/tg reps, and its samples are pooled: slow drift of a
+// shared machine then affects both sides alike (the two peer means show the drift).
 //
 // Method (mirrors llama-bench so the ratio is fair):
 //   pp: a prompt of `pp` random token ids, max_tokens 1, prefix cache off, n_batch 512;
@@ -16,12 +20,14 @@
 //   llama-bench's avg_ts / stddev_ts.
 //   streams: N concurrent jobs (distinct one-token prompts, tg tokens each, ignore_eos) on
 //   one Scheduler with n_slots = max(streams); aggregate = N * tg / wall time from the first
-//   Submit to the last finish. Per batch policy (adaptive, always-batch), after one warmup
-//   run at the largest N.
+//   Submit to the last finish. One Scheduler per batch policy (adaptive, always-batch), each
+//   warmed up with one run at the largest N; then the reps go round-robin over policies and
+//   stream counts, so drift spreads evenly over all of them.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -55,7 +61,8 @@ struct Args {
   int32_t n_ctx = 1024;
   std::string streams = "1,2,4";
   std::string policies = "adaptive,always";
-  std::string peer_json;
+  std::vector<std::string> peer_json;
+  std::string llama_bench;
   std::string json_out;
   std::string summarize;
   bool no_streams = false;
@@ -185,33 +192,48 @@ class Bench {
     return out;
   }
 
-  json RunStreams(BatchPolicy policy, const std::vector<int32_t>& streams) {
+  // Streams for every policy, reps round-robin over (policy, N).
+  json RunStreams(const std::vector<BatchPolicy>& policies, const std::vector<int32_t>& streams) {
     int32_t max_n = *std::max_element(streams.begin(), streams.end());
-    SchedulerOptions o;
-    o.n_ctx = args_.n_ctx;
-    o.n_slots = max_n;
-    o.n_threads = args_.threads;
-    o.n_batch = 512;
-    o.prefix_cache = false;
-    o.batch_policy = policy;
-    Scheduler scheduler(model_, o);
-    json runs = json::array();
-    double base = 0;
-    RunConcurrent(scheduler, max_n);  // warmup (and lets the adaptive policy measure widths)
-    for (int32_t n : streams) {
-      Series agg;
-      for (int r = 0; r < args_.reps; ++r) agg.samples.push_back(RunConcurrent(scheduler, n));
-      if (n == 1) base = agg.mean();
-      json run = agg.ToJson();
-      run["streams"] = n;
-      run["ratio_to_1"] = base > 0 ? agg.mean() / base : 0.0;
-      std::fprintf(stderr, "  hearth streams=%d (%s): %.2f ± %.2f t/s aggregate\n", n, PolicyName(policy),
-                   agg.mean(), agg.stddev());
-      runs.push_back(run);
+    std::vector<std::unique_ptr<Scheduler>> schedulers;
+    for (BatchPolicy policy : policies) {
+      SchedulerOptions o;
+      o.n_ctx = args_.n_ctx;
+      o.n_slots = max_n;
+      o.n_threads = args_.threads;
+      o.n_batch = 512;
+      o.prefix_cache = false;
+      o.batch_policy = policy;
+      schedulers.push_back(std::make_unique<Scheduler>(model_, o));
+      RunConcurrent(*schedulers.back(), max_n);  // warmup; lets the adaptive policy measure widths
+    }
+    std::vector<std::vector<Series>> agg(policies.size(), std::vector<Series>(streams.size()));
+    for (int r = 0; r < args_.reps; ++r) {
+      for (size_t p = 0; p < policies.size(); ++p) {
+        for (size_t k = 0; k < streams.size(); ++k) {
+          agg[p][k].samples.push_back(RunConcurrent(*schedulers[p], streams[k]));
+        }
+      }
     }
     json out;
-    out["runs"] = runs;
-    out["step_ms_by_width"] = scheduler.Stats().step_ms_by_width;
+    for (size_t p = 0; p < policies.size(); ++p) {
+      double base = 0;
+      for (size_t k = 0; k < streams.size(); ++k) {
+        if (streams[k] == 1) base = agg[p][k].mean();
+      }
+      json runs = json::array();
+      for (size_t k = 0; k < streams.size(); ++k) {
+        json run = agg[p][k].ToJson();
+        run["streams"] = streams[k];
+        run["ratio_to_1"] = base > 0 ? agg[p][k].mean() / base : 0.0;
+        std::fprintf(stderr, "  hearth streams=%d (%s): %.2f ± %.2f t/s aggregate\n", streams[k],
+                     PolicyName(policies[p]), agg[p][k].mean(), agg[p][k].stddev());
+        runs.push_back(run);
+      }
+      json& o = out[PolicyName(policies[p])];
+      o["runs"] = runs;
+      o["step_ms_by_width"] = schedulers[p]->Stats().step_ms_by_width;
+    }
     return out;
   }
 
@@ -256,32 +278,78 @@ class Bench {
   std::mt19937 rng_;
 };
 
-// llama-bench -o json: an array of tests with n_prompt, n_gen, avg_ts, stddev_ts, ...
-json ReadPeer(const std::string& path, const Args& args) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  json tests = json::parse(in);
+// llama-bench -o json: an array of tests with n_prompt, n_gen, avg_ts, stddev_ts, samples_ts.
+// Several runs are pooled: avg/stddev over all samples; run_avg_ts lists each run's mean.
+json PoolPeer(const std::vector<json>& runs, const Args& args) {
   json out;
-  for (const json& t : tests) {
-    int n_prompt = t.value("n_prompt", 0), n_gen = t.value("n_gen", 0);
-    json entry = {{"avg_ts", t.value("avg_ts", 0.0)},
-                  {"stddev_ts", t.value("stddev_ts", 0.0)},
-                  {"samples_ts", t.value("samples_ts", json::array())},
-                  {"n_threads", t.value("n_threads", 0)},
-                  {"n_batch", t.value("n_batch", 0)},
-                  {"n_ubatch", t.value("n_ubatch", 0)},
-                  {"flash_attn", t.value("flash_attn", json())},
-                  {"build_commit", t.value("build_commit", "")},
-                  {"model_type", t.value("model_type", "")},
-                  {"model_size", t.value("model_size", json())}};
-    if (n_prompt > 0 && n_gen == 0) out["pp"] = entry;
-    if (n_prompt == 0 && n_gen > 0) out["tg"] = entry;
-    if (t.value("n_threads", args.threads) != args.threads) {
-      std::fprintf(stderr, "warning: llama-bench ran with %d threads, hearth with %d\n", t.value("n_threads", 0),
-                   args.threads);
+  for (const char* test : {"pp", "tg"}) {
+    Series pooled;
+    json run_avgs = json::array();
+    json first;
+    for (const json& tests : runs) {
+      for (const json& t : tests) {
+        int n_prompt = t.value("n_prompt", 0), n_gen = t.value("n_gen", 0);
+        bool match = std::string(test) == "pp" ? (n_prompt > 0 && n_gen == 0) : (n_prompt == 0 && n_gen > 0);
+        if (!match) continue;
+        if (first.is_null()) first = t;
+        run_avgs.push_back(t.value("avg_ts", 0.0));
+        for (const json& v : t.value("samples_ts", json::array())) pooled.samples.push_back(v.get<double>());
+        if (t.value("n_threads", args.threads) != args.threads) {
+          std::fprintf(stderr, "warning: llama-bench ran with %d threads, hearth with %d\n", t.value("n_threads", 0),
+                       args.threads);
+        }
+      }
     }
+    if (first.is_null()) continue;
+    json entry = pooled.ToJson();
+    entry["run_avg_ts"] = run_avgs;
+    for (const char* key : {"n_prompt", "n_gen", "n_threads", "n_batch", "n_ubatch", "flash_attn", "build_commit",
+                            "model_type", "model_size", "cpu_info"}) {
+      if (first.contains(key)) entry[key] = first[key];
+    }
+    out[test] = entry;
   }
   return out;
+}
+
+json ReadJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  return json::parse(in);
+}
+
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Runs llama-bench with the same model, threads, sizes and reps; returns its JSON.
+json RunLlamaBench(const Args& args) {
+  std::string cmd = ShellQuote(args.llama_bench) + " -m " + ShellQuote(args.model) + " -t " +
+                    std::to_string(args.threads) + " -p " + std::to_string(args.pp) + " -n " +
+                    std::to_string(args.tg) + " -r " + std::to_string(args.reps) + " -o json";
+  std::fprintf(stderr, "  running %s\n", cmd.c_str());
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("cannot run " + cmd);
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) text.append(buf, n);
+  int rc = pclose(pipe);
+  if (rc != 0) throw std::runtime_error("llama-bench failed (status " + std::to_string(rc) + "): " + cmd);
+  json j = json::parse(text);
+  for (const json& t : j) {
+    std::fprintf(stderr, "  llama-bench n_prompt=%d n_gen=%d: %.2f ± %.2f t/s\n", t.value("n_prompt", 0),
+                 t.value("n_gen", 0), t.value("avg_ts", 0.0), t.value("stddev_ts", 0.0));
+  }
+  return j;
+}
+
+double MaxSample(const json& entry) {
+  double best = 0;
+  for (const json& v : entry.value("samples_ts", json::array())) best = std::max(best, v.get<double>());
+  return best;
 }
 
 // Prints the tables of one model's result object (the --json output).
@@ -290,8 +358,8 @@ void PrintModelTables(const json& r, bool header) {
   const json& p = r.contains("peer") ? r["peer"] : json::object();
   std::string name = r["model"].value("quantization", "?");
   if (header) {
-    std::printf("| model | test | llama-bench t/s | hearth t/s | ratio |\n");
-    std::printf("|---|---|---:|---:|---:|\n");
+    std::printf("| model | test | llama-bench t/s | hearth t/s | ratio | ratio of best reps |\n");
+    std::printf("|---|---|---:|---:|---:|---:|\n");
   }
   for (const char* test : {"pp", "tg"}) {
     if (!h.contains(test)) continue;
@@ -299,10 +367,11 @@ void PrintModelTables(const json& r, bool header) {
     double hv = h[test]["avg_ts"], hs = h[test]["stddev_ts"];
     if (p.contains(test)) {
       double pv = p[test]["avg_ts"], ps = p[test]["stddev_ts"];
-      std::printf("| %s | %s | %.2f ± %.2f | %.2f ± %.2f | %.3f |\n", name.c_str(), label.c_str(), pv, ps, hv, hs,
-                  pv > 0 ? hv / pv : 0.0);
+      double pb = MaxSample(p[test]), hb = MaxSample(h[test]);
+      std::printf("| %s | %s | %.2f ± %.2f | %.2f ± %.2f | %.3f | %.3f |\n", name.c_str(), label.c_str(), pv, ps, hv,
+                  hs, pv > 0 ? hv / pv : 0.0, pb > 0 ? hb / pb : 0.0);
     } else {
-      std::printf("| %s | %s | – | %.2f ± %.2f | – |\n", name.c_str(), label.c_str(), hv, hs);
+      std::printf("| %s | %s | – | %.2f ± %.2f | – | – |\n", name.c_str(), label.c_str(), hv, hs);
     }
   }
 }
@@ -335,10 +404,10 @@ void Summarize(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read " + path);
   json all = json::parse(in);
-  std::printf("date %s, hearth %s, llama.cpp %s, cpu %s, threads %d, reps %d\n\n",
+  std::printf("date %s, hearth %s, llama.cpp %.12s, cpu %s, threads %d, reps %d%s\n\n",
               all.value("date", "?").c_str(), all.value("hearth_commit", "?").c_str(),
               all.value("llama_commit", "?").c_str(), all.value("cpu", "?").c_str(), all.value("threads", 0),
-              all.value("reps", 0));
+              all.value("reps", 0), all.value("realtime", false) ? ", SCHED_FIFO" : "");
   bool header = true;
   for (const json& r : all["runs"]) {
     PrintModelTables(r, header);
@@ -350,13 +419,22 @@ void Summarize(const std::string& path) {
     PrintStreamTables(r, header);
     header = false;
   }
-  std::printf("\n| model | hearth tg ms/token | llama_decode ms (EWMA) | hearth overhead ms/token | load avg before → after |\n");
-  std::printf("|---|---:|---:|---:|---|\n");
+  std::printf("\n| model | llama-bench run means (pp; tg), before / after hearth | load avg before → after |\n");
+  std::printf("|---|---|---|\n");
   for (const json& r : all["runs"]) {
-    const json& tg = r["hearth"]["tg"];
-    double per = tg.value("per_token_ms", 0.0), dec = tg.value("decode_ms_ewma", 0.0);
-    std::printf("| %s | %.3f | %.3f | %.3f | %s → %s |\n", r["model"].value("quantization", "?").c_str(), per, dec,
-                per - dec, r.value("loadavg_before", "?").c_str(), r.value("loadavg_after", "?").c_str());
+    std::string peer_runs;
+    for (const char* test : {"pp", "tg"}) {
+      if (!r.contains("peer") || !r["peer"].contains(test)) continue;
+      std::string part;
+      for (const json& v : r["peer"][test].value("run_avg_ts", json::array())) {
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), "%s%.1f", part.empty() ? "" : " / ", v.get<double>());
+        part += buf;
+      }
+      peer_runs += (peer_runs.empty() ? "" : "; ") + part;
+    }
+    std::printf("| %s | %s | %s → %s |\n", r["model"].value("quantization", "?").c_str(), peer_runs.c_str(),
+                r.value("loadavg_before", "?").c_str(), r.value("loadavg_after", "?").c_str());
   }
 }
 
@@ -372,7 +450,8 @@ int Main(int argc, char** argv) {
   app.add_option("--streams", args.streams, "comma-separated stream counts");
   app.add_flag("--no-streams", args.no_streams, "skip the concurrent-streams test");
   app.add_option("--policies", args.policies, "batch policies: adaptive,always,interleave");
-  app.add_option("--peer-json", args.peer_json, "llama-bench -o json output to compare with");
+  app.add_option("--peer-json", args.peer_json, "llama-bench -o json output(s) to compare with");
+  app.add_option("--llama-bench", args.llama_bench, "llama-bench binary: run it before and after hearth's pp/tg");
   app.add_option("--json", args.json_out, "write results here");
   app.add_option("--summarize", args.summarize, "print the tables of a combined run file and exit");
   CLI11_PARSE(app, argc, argv);
@@ -404,23 +483,28 @@ int Main(int argc, char** argv) {
                info.quantization.c_str(), args.threads, args.reps);
 
   Bench bench(args, model);
+  std::vector<json> peer_runs;
+  for (const std::string& path : args.peer_json) peer_runs.push_back(ReadJsonFile(path));
+  if (!args.llama_bench.empty()) peer_runs.push_back(RunLlamaBench(args));
   result["hearth"] = bench.RunSingle();
+  if (!args.llama_bench.empty()) peer_runs.push_back(RunLlamaBench(args));
 
   if (!args.no_streams) {
     std::vector<int32_t> streams = ParseList(args.streams);
     if (streams.empty()) throw std::runtime_error("--streams is empty");
-    json sj;
+    std::vector<BatchPolicy> policies;
     for (const std::string& name : {std::string("adaptive"), std::string("always"), std::string("interleave")}) {
       if (("," + args.policies + ",").find("," + name + ",") == std::string::npos) continue;
-      BatchPolicy policy = name == "adaptive" ? BatchPolicy::kAdaptive
-                           : name == "always" ? BatchPolicy::kAlwaysBatch
-                                              : BatchPolicy::kInterleave;
-      sj[Bench::PolicyName(policy)] = bench.RunStreams(policy, streams);
+      policies.push_back(name == "adaptive" ? BatchPolicy::kAdaptive
+                         : name == "always" ? BatchPolicy::kAlwaysBatch
+                                            : BatchPolicy::kInterleave);
     }
+    if (policies.empty()) throw std::runtime_error("--policies names none of adaptive, always, interleave");
+    json sj = bench.RunStreams(policies, streams);
     result["streams"] = sj;
   }
-  if (!args.peer_json.empty()) {
-    result["peer"] = ReadPeer(args.peer_json, args);
+  if (!peer_runs.empty()) {
+    result["peer"] = PoolPeer(peer_runs, args);
     json ratio;
     for (const char* test : {"pp", "tg"}) {
       if (result["peer"].contains(test) && result["hearth"].contains(test)) {

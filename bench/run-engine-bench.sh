@@ -5,6 +5,8 @@
 #
 #   bench/run-engine-bench.sh            # THREADS=<physical cores> REPS=3
 #   THREADS=2 REPS=5 bench/run-engine-bench.sh
+#   RT=1 bench/run-engine-bench.sh      # both benchmarks under SCHED_FIFO (chrt -f 10): on a
+#                                       # shared machine, builds beside them cannot preempt them
 #
 # What it does:
 #   1. builds hearth and hearth_bench_engine (Release) into build-bench/ (its own build dir,
@@ -12,9 +14,10 @@
 #   2. builds llama-bench and llama-server from the same cached llama.cpp source into
 #      ~/.cache/hearth/peer-build-<commit> (first time ≈ 200 s; then a no-op);
 #   3. generates the two models once into ~/.cache/hearth/bench-models/;
-#   4. per model: llama-bench -m M -t T -p 512 -n 128 -r R -o json, then hearth_bench_engine
-#      with the same T and R (pp512, tg128, and 1/2/4 concurrent streams with the adaptive
-#      and always-batch policies);
+#   4. per model, hearth_bench_engine with --llama-bench: llama-bench -m M -t T -p 512 -n 128
+#      -r R -o json, hearth's pp512/tg128 with the same T and R, llama-bench again (the two
+#      peer runs are pooled, so drift hits both sides), then 1/2/4 concurrent streams with
+#      the adaptive and always-batch policies;
 #   5. writes bench/out/engine-<date>.json and prints the tables.
 # Run it on a quiet machine: the load average before and after each model is recorded.
 set -euo pipefail
@@ -36,6 +39,11 @@ physical_cores() {
 }
 THREADS=${THREADS:-$(physical_cores)}
 REPS=${REPS:-3}
+RUN=()
+if [ "${RT:-0}" = 1 ]; then
+  chrt -f 10 true 2>/dev/null || { echo "RT=1: chrt -f 10 is not permitted here"; exit 1; }
+  RUN=(chrt -f 10)
+fi
 
 echo "== building hearth_bench_engine and hearth (Release) in $BUILD"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_BUILD_TESTS=OFF >/dev/null
@@ -72,23 +80,21 @@ mkdir -p "$WORK"
 HEARTH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || HEARTH_COMMIT="$HEARTH_COMMIT+dirty"
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-echo "== $DATE: threads $THREADS, reps $REPS, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $DATE: threads $THREADS, reps $REPS, ${RUN[*]:-normal priority}, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 RUNS=()
 for t in "${NAMES[@]}"; do
   m=$MODELS/qwen2.5-coder-0.5b-qwen2-$t.gguf
-  echo "== $t: llama-bench"
-  "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p 512 -n 128 -r "$REPS" -o json >"$WORK/peer-$t.json"
-  echo "== $t: hearth_bench_engine"
-  "$BENCH" --model "$m" --threads "$THREADS" --reps "$REPS" --pp 512 --tg 128 --streams 1,2,4 \
-    --policies adaptive,always --peer-json "$WORK/peer-$t.json" --json "$WORK/hearth-$t.json"
+  echo "== $t"
+  "${RUN[@]}" "$BENCH" --model "$m" --threads "$THREADS" --reps "$REPS" --pp 512 --tg 128 --streams 1,2,4 \
+    --policies adaptive,always --llama-bench "$LLAMA_BENCH" --json "$WORK/hearth-$t.json"
   RUNS+=("$WORK/hearth-$t.json")
 done
 
 RESULT=$OUT/engine-$DATE.json
 {
   printf '{\n"date": "%s",\n"hearth_commit": "%s",\n"llama_commit": "%s",\n' "$DATE" "$HEARTH_COMMIT" "$LLAMA_COMMIT"
-  printf '"cpu": "%s",\n"threads": %d,\n"reps": %d,\n"runs": [\n' "$CPU" "$THREADS" "$REPS"
+  printf '"cpu": "%s",\n"threads": %d,\n"reps": %d,\n"realtime": %s,\n"runs": [\n' "$CPU" "$THREADS" "$REPS" "$([ ${#RUN[@]} -gt 0 ] && echo true || echo false)"
   sep=""
   for f in "${RUNS[@]}"; do printf '%s' "$sep"; cat "$f"; sep=","; done
   printf ']\n}\n'
