@@ -51,7 +51,7 @@ before(async () => {
   html = path.join(dir, 'bench.html');
   bench = runHearth([
     'bench', '--endpoint', `a=${A.url}`, '--api', 'openai', '--endpoint', `b=${B.url}`, '--api', 'openai',
-    '--runs', '20', '--warmup', '1', '--categories', 'function,refactor', '--concurrency', '2',
+    '--runs', '20', '--warmup', '1', '--categories', 'function,refactor', '--concurrency', '1',
     '--json', json, '--html', html, '--calibrate', '--policy', policy,
   ], { timeoutMs: 180000 });
   assert.equal(bench.status, 0, `hearth bench failed (${bench.status}):\n${bench.stdout}\n${bench.stderr}`);
