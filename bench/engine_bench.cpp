@@ -20,9 +20,9 @@
 //   llama-bench's avg_ts / stddev_ts.
 //   streams: N concurrent jobs (distinct one-token prompts, tg tokens each, ignore_eos) on
 //   one Scheduler with n_slots = max(streams); aggregate = N * tg / wall time from the first
-//   Submit to the last finish. One Scheduler per batch policy (adaptive, always-batch), each
-//   warmed up with one run at the largest N; then the reps go round-robin over policies and
-//   stream counts, so drift spreads evenly over all of them.
+//   Submit to the last finish. Per rep and batch policy (adaptive, always-batch): a fresh
+//   Scheduler, one warmup run at the largest N, then each N once; reps go round-robin over
+//   the policies so drift spreads evenly over them.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -192,27 +192,34 @@ class Bench {
     return out;
   }
 
-  // Streams for every policy, reps round-robin over (policy, N).
+  // Streams for every policy. Each rep creates one Scheduler per policy in turn (only one is
+  // alive at a time: see below), warms it up with one run at the largest N (which also lets
+  // the adaptive policy measure its widths), then runs every N once. Reps going round-robin
+  // over the policies spread a shared machine's drift evenly over them.
+  //
+  // Why one at a time: every thread that calls llama_decode becomes the master of its own
+  // OpenMP team, and once libgomp manages more threads than there are CPUs it stops spinning
+  // in barriers and sleeps in futexes instead; with a second (idle) Scheduler alive, decoding
+  // ran at half speed on the 2-vCPU benchmark machine.
   json RunStreams(const std::vector<BatchPolicy>& policies, const std::vector<int32_t>& streams) {
     int32_t max_n = *std::max_element(streams.begin(), streams.end());
-    std::vector<std::unique_ptr<Scheduler>> schedulers;
-    for (BatchPolicy policy : policies) {
-      SchedulerOptions o;
-      o.n_ctx = args_.n_ctx;
-      o.n_slots = max_n;
-      o.n_threads = args_.threads;
-      o.n_batch = 512;
-      o.prefix_cache = false;
-      o.batch_policy = policy;
-      schedulers.push_back(std::make_unique<Scheduler>(model_, o));
-      RunConcurrent(*schedulers.back(), max_n);  // warmup; lets the adaptive policy measure widths
-    }
     std::vector<std::vector<Series>> agg(policies.size(), std::vector<Series>(streams.size()));
+    std::vector<std::vector<double>> widths(policies.size());
     for (int r = 0; r < args_.reps; ++r) {
       for (size_t p = 0; p < policies.size(); ++p) {
+        SchedulerOptions o;
+        o.n_ctx = args_.n_ctx;
+        o.n_slots = max_n;
+        o.n_threads = args_.threads;
+        o.n_batch = 512;
+        o.prefix_cache = false;
+        o.batch_policy = policies[p];
+        Scheduler scheduler(model_, o);
+        RunConcurrent(scheduler, max_n);  // warmup
         for (size_t k = 0; k < streams.size(); ++k) {
-          agg[p][k].samples.push_back(RunConcurrent(*schedulers[p], streams[k]));
+          agg[p][k].samples.push_back(RunConcurrent(scheduler, streams[k]));
         }
+        widths[p] = scheduler.Stats().step_ms_by_width;  // the last rep's
       }
     }
     json out;
@@ -232,7 +239,7 @@ class Bench {
       }
       json& o = out[PolicyName(policies[p])];
       o["runs"] = runs;
-      o["step_ms_by_width"] = schedulers[p]->Stats().step_ms_by_width;
+      o["step_ms_by_width"] = widths[p];
     }
     return out;
   }
