@@ -26,6 +26,8 @@
 #   QUIET_LOAD=1.5 QUIET_WAIT=1500   wait (polling every 30 s, at most QUIET_WAIT s) for the
 #                      1-minute load average to drop below QUIET_LOAD before measuring
 #   BUILD=build-sbench hearth's build directory (Release, tests off)
+#   NICE=              e.g. -20: run both servers and the client at this niceness (root only), for a
+#                      machine that other work keeps busy; the result records it
 #
 # What it does:
 #   1. builds hearth (BUILD) and llama-server ($PEER_BUILD, shared with run-engine-bench.sh);
@@ -82,6 +84,9 @@ OUT=$ROOT/bench/out
 WORK=$OUT/server-$DATE.d
 mkdir -p "$WORK"
 unset HEARTH_HOST HEARTH_API_KEY HEARTH_POLICY HEARTH_AUDIT_DB
+NICE=${NICE:-}
+RUN=()
+[ -n "$NICE" ] && RUN=(nice -n "$NICE")
 
 SERVER_PID=
 cleanup() {
@@ -97,8 +102,8 @@ start_llama_server() {
   port=$(bench_free_port)
   local argv=("$LLAMA_SERVER" -m "$model" -t "$THREADS" -c $((CTX * PARALLEL)) --parallel "$PARALLEL"
     --host 127.0.0.1 --port "$port" --metrics "$@")
-  CMD="${argv[*]}"
-  "${argv[@]}" >"$WORK/$name.log" 2>&1 &
+  CMD="${RUN[*]}${RUN:+ }${argv[*]}"
+  "${RUN[@]}" "${argv[@]}" >"$WORK/$name.log" 2>&1 &
   SERVER_PID=$!
   URL=http://127.0.0.1:$port
   for _ in $(seq 1 600); do
@@ -116,8 +121,8 @@ start_hearth() {
   shift 2
   local argv=("$HEARTH" serve --port 0 --model "bench=$model" --ctx "$CTX" --parallel "$PARALLEL"
     --threads "$THREADS" --audit-db "$WORK/$name-audit.db" "$@")
-  CMD="${argv[*]}"
-  "${argv[@]}" >"$WORK/$name.log" 2>&1 &
+  CMD="${RUN[*]}${RUN:+ }${argv[*]}"
+  "${RUN[@]}" "${argv[@]}" >"$WORK/$name.log" 2>&1 &
   SERVER_PID=$!
   local port=
   for _ in $(seq 1 600); do
@@ -144,7 +149,7 @@ measure() {
   local load_before
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "== $label: $suites ($CMD), load $load_before"
-  node bench/server_bench.mjs run --url "$URL" --label "$label" --model bench --suites "$suites" \
+  "${RUN[@]}" node bench/server_bench.mjs run --url "$URL" --label "$label" --model bench --suites "$suites" \
     --runs "$RUNS" --warmup "$WARMUP" --n-predict "$N_PREDICT" --streams "$STREAMS" --conc-runs "$CONC_RUNS" \
     --steps "$STEPS" --typing-chars "$TYPING_CHARS" --out "$WORK/$name.json"
   LABEL="$label" BASELINE="$baseline" CMD="$CMD" LOAD_BEFORE="$load_before" LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)" \
@@ -165,7 +170,7 @@ echo "== $DATE: threads $THREADS, ctx/seq $CTX, parallel $PARALLEL, load $LOAD_B
 if [ "${ROUTING:-0}" = 1 ]; then
   # First, while the machine is quietest: it measures differences of a millisecond.
   echo "== gateway routing overhead (bench/routing_bench.mjs)"
-  node bench/routing_bench.mjs --hearth "$HEARTH" --modes "${ROUTING_MODES:-disk,shm,clean}" \
+  "${RUN[@]}" node bench/routing_bench.mjs --hearth "$HEARTH" --modes "${ROUTING_MODES:-disk,shm,clean}" \
     --out "$OUT/routing-$DATE.json" | tee "$WORK/routing.txt"
 fi
 
@@ -199,12 +204,12 @@ fi
 RESULT=$OUT/server-$DATE.json
 RESULT="$RESULT" DATE="$DATE" HEARTH_COMMIT="$(bench_commit)" LLAMA_COMMIT="$LLAMA_COMMIT" CPU="$(bench_cpu)" NPROC="$(nproc)" \
   THREADS="$THREADS" CTX="$CTX" PARALLEL="$PARALLEL" LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)" \
-  QUIET="$QUIET" CHAT_MODEL="$CHAT_MODEL" FIM_MODEL="$FIM_MODEL" \
+  QUIET="$QUIET" NICE="$NICE" CHAT_MODEL="$CHAT_MODEL" FIM_MODEL="$FIM_MODEL" \
   node -e '
     const fs = require("fs"); const e = process.env;
     const out = { date: e.DATE, hearth_commit: e.HEARTH_COMMIT, llama_commit: e.LLAMA_COMMIT, cpu: e.CPU,
       nproc: Number(e.NPROC), threads: Number(e.THREADS), ctx: Number(e.CTX), parallel: Number(e.PARALLEL),
-      load_before: e.LOAD_BEFORE, load_after: e.LOAD_AFTER, quiet: e.QUIET === "yes",
+      load_before: e.LOAD_BEFORE, load_after: e.LOAD_AFTER, quiet: e.QUIET === "yes", nice: e.NICE || null,
       models: { chat: e.CHAT_MODEL, fim: e.FIM_MODEL },
       runs: process.argv.slice(1).map((f) => JSON.parse(fs.readFileSync(f, "utf8"))) };
     fs.writeFileSync(e.RESULT, JSON.stringify(out, null, 1) + "\n");' "${RUN_FILES[@]}"

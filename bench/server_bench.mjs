@@ -442,7 +442,8 @@ export function report(result) {
   const base = (suite) => runs.find((r) => r.suites?.[suite] && r.baseline);
   out.push(`date ${result.date}, hearth ${result.hearth_commit}, llama.cpp ${result.llama_commit?.slice(0, 10)}, ` +
     `${result.cpu}, threads ${result.threads}, ctx/seq ${result.ctx}, parallel ${result.parallel}, ` +
-    `load before ${result.load_before}, after ${result.load_after}`);
+    `load before ${result.load_before}, after ${result.load_after}` +
+    (result.quiet === false ? ' (NOT quiet)' : '') + (result.nice ? `, servers and client at nice ${result.nice}` : ''));
   for (const suite of ['chat', 'cold']) {
     const b = base(suite);
     const rows = runs.filter((r) => r.suites?.[suite]).map((r) => {
