@@ -26,8 +26,11 @@
 #   QUIET_LOAD=1.5 QUIET_WAIT=1500   wait (polling every 30 s, at most QUIET_WAIT s) for the
 #                      1-minute load average to drop below QUIET_LOAD before measuring
 #   BUILD=build-sbench hearth's build directory (Release, tests off)
-#   NICE=              e.g. -20: run both servers and the client at this niceness (root only), for a
-#                      machine that other work keeps busy; the result records it
+#   NICE=              e.g. -20 (root only), for a machine that other work keeps busy: the script
+#                      re-runs itself in a new session (setsid), sets that session's autogroup
+#                      niceness (/proc/self/autogroup: with autogroups on, plain `nice` only ranks
+#                      tasks within one session) and runs both servers and the client under
+#                      `nice -n NICE`. Other work then gets little CPU while it runs. Recorded.
 #
 # What it does:
 #   1. builds hearth (BUILD) and llama-server ($PEER_BUILD, shared with run-engine-bench.sh);
@@ -43,6 +46,9 @@
 # hearth's. hearth runs as `hearth serve --port 0 --model bench=M --ctx CTX --parallel P
 # --threads T --audit-db <work dir>/audit.db` (its audit log is on and on disk, as by default).
 set -euo pipefail
+if [ -n "${NICE:-}" ] && [ -z "${BENCH_SESSION:-}" ]; then
+  BENCH_SESSION=1 exec setsid -w "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=bench/common.sh
@@ -86,7 +92,12 @@ mkdir -p "$WORK"
 unset HEARTH_HOST HEARTH_API_KEY HEARTH_POLICY HEARTH_AUDIT_DB
 NICE=${NICE:-}
 RUN=()
-[ -n "$NICE" ] && RUN=(nice -n "$NICE")
+if [ -n "$NICE" ]; then
+  RUN=(nice -n "$NICE")
+  if [ -w /proc/self/autogroup ]; then
+    echo "$NICE" >/proc/$$/autogroup && echo "== $(cat /proc/$$/autogroup)" || true
+  fi
+fi
 
 SERVER_PID=
 cleanup() {
