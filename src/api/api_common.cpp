@@ -262,6 +262,7 @@ int RunHandler(ErrorStyle style, Responder& responder, const std::function<void(
       case ErrorKind::kNotFound: status = 404; break;
       case ErrorKind::kDenied: status = 403; break;
       case ErrorKind::kOverloaded: status = 503; break;
+      case ErrorKind::kInsufficientMemory: status = 507; break;
       case ErrorKind::kInvalidModel:
       case ErrorKind::kInternal: status = 500; break;
     }

@@ -13,15 +13,27 @@ std::string ModelOf(const json& body, const ApiOptions& options) {
 }
 
 // llama-server's defaults differ from Ollama's (no repeat penalty, top_p 0.95, min_p 0.05).
-void ApplySampling(const json& body, engine::SamplingParams& s) {
-  s.temperature = static_cast<float>(OptNumber(body, "temperature", 0, 100).value_or(0.8));
-  s.top_k = static_cast<int32_t>(OptInt(body, "top_k", 0, 1000000).value_or(40));
-  s.top_p = static_cast<float>(OptNumber(body, "top_p", 0, 1).value_or(0.95));
-  s.min_p = static_cast<float>(OptNumber(body, "min_p", 0, 1).value_or(0.05));
-  s.repeat_penalty = static_cast<float>(OptNumber(body, "repeat_penalty", 0.01, 100).value_or(1.0));
-  s.repeat_last_n = static_cast<int32_t>(OptInt(body, "repeat_last_n", -1, 1000000).value_or(64));
+// llama-server's defaults, then the model's Modelfile defaults, then what the request sets.
+void ApplySampling(router::Router& router, const json& body, router::InferenceRequest& r) {
+  engine::SamplingParams& s = r.sampling;
+  s.temperature = 0.8f;
+  s.top_k = 40;
+  s.top_p = 0.95f;
+  s.min_p = 0.05f;
+  s.repeat_penalty = 1.0f;
+  s.repeat_last_n = 64;
+  s.max_tokens = -1;
+  const engine::ModelDefaults defaults = router.DefaultsOf(r.model);
+  defaults.ApplyTo(s);
+  r.num_ctx = defaults.num_ctx;
+  if (auto v = OptNumber(body, "temperature", 0, 100)) s.temperature = static_cast<float>(*v);
+  if (auto v = OptInt(body, "top_k", 0, 1000000)) s.top_k = static_cast<int32_t>(*v);
+  if (auto v = OptNumber(body, "top_p", 0, 1)) s.top_p = static_cast<float>(*v);
+  if (auto v = OptNumber(body, "min_p", 0, 1)) s.min_p = static_cast<float>(*v);
+  if (auto v = OptNumber(body, "repeat_penalty", 0.01, 100)) s.repeat_penalty = static_cast<float>(*v);
+  if (auto v = OptInt(body, "repeat_last_n", -1, 1000000)) s.repeat_last_n = static_cast<int32_t>(*v);
   if (auto v = OptInt(body, "seed", INT32_MIN, UINT32_MAX); v && *v >= 0) s.seed = static_cast<uint32_t>(*v);
-  s.max_tokens = static_cast<int32_t>(OptInt(body, "n_predict", -1, 10000000).value_or(-1));
+  if (auto v = OptInt(body, "n_predict", -1, 10000000)) s.max_tokens = static_cast<int32_t>(*v);
   if (auto v = OptStringList(body, "stop", 16)) s.stop = *v;
   s.ignore_eos = OptBool(body, "ignore_eos").value_or(false);
   if (auto g = OptString(body, "grammar"); g && !g->empty()) s.grammar = *g;
@@ -115,7 +127,7 @@ void Completion(router::Router& router, const ApiOptions& options, const HttpReq
   r.endpoint = router::Endpoint::kCompletion;
   r.model = ModelOf(body, options);
   r.parse_special = true;
-  ApplySampling(body, r.sampling);
+  ApplySampling(router, body, r);
   ParsePrompt(body, router, r);
   RunCompletion(router, http, out, r, body);
 }
@@ -126,7 +138,7 @@ void Infill(router::Router& router, const ApiOptions& options, const HttpRequest
   r.client = ClientFromRequest(http, "llamacpp");
   r.endpoint = router::Endpoint::kInfill;
   r.model = ModelOf(body, options);
-  ApplySampling(body, r.sampling);
+  ApplySampling(router, body, r);
   router::FimInput fim;
   fim.prefix = OptString(body, "input_prefix").value_or("");
   fim.suffix = OptString(body, "input_suffix").value_or("");

@@ -33,8 +33,14 @@ void ApplyOllamaOptions(const json& body, router::InferenceRequest& r) {
   if (auto v = OptInt(o, "num_ctx", 16, 1 << 20)) r.num_ctx = static_cast<int32_t>(*v);
 }
 
-void ApplyCommon(const json& body, router::InferenceRequest& r) {
+// The model's Modelfile defaults first, then what the request sets.
+void ApplyCommon(router::Router& router, const json& body, router::InferenceRequest& r) {
   r.model = RequireString(body, "model");
+  const engine::ModelDefaults defaults = router.DefaultsOf(r.model);
+  defaults.ApplyTo(r.sampling);
+  r.num_ctx = defaults.num_ctx;
+  r.system = defaults.system;
+  r.template_override = defaults.template_text;
   ApplyOllamaOptions(body, r);
   r.keep_alive = ParseKeepAlive(body);
   if (body.contains("format")) r.sampling.grammar = GrammarForFormat(body["format"], "format");
@@ -54,9 +60,9 @@ void Generate(router::Router& router, const HttpRequest& http, Responder& out) {
   json body = ParseJsonObject(http);
   router::InferenceRequest r;
   r.client = ClientFromRequest(http, "ollama");
-  ApplyCommon(body, r);
+  ApplyCommon(router, body, r);
   r.prompt = OptString(body, "prompt").value_or("");
-  r.system = OptString(body, "system").value_or("");
+  if (auto system = OptString(body, "system")) r.system = *system;
   r.raw = OptBool(body, "raw").value_or(false);
   bool stream = OptBool(body, "stream").value_or(true);
   if (auto it = body.find("images"); it != body.end() && !it->is_null() && !it->empty()) {
@@ -113,7 +119,7 @@ void Chat(router::Router& router, const HttpRequest& http, Responder& out) {
   router::InferenceRequest r;
   r.client = ClientFromRequest(http, "ollama");
   r.endpoint = router::Endpoint::kChat;
-  ApplyCommon(body, r);
+  ApplyCommon(router, body, r);
   r.messages = ParseChatMessages(body, false);
   bool stream = OptBool(body, "stream").value_or(true);
   if (r.messages.empty()) {  // Ollama: no messages loads the model
@@ -175,7 +181,14 @@ void Ps(router::Router& router, const HttpRequest&, Responder& out) {
     models.push_back({{"name", m.name}, {"model", m.name}, {"size", m.size_bytes}, {"digest", card.digest},
                       {"details", card.details},
                       {"expires_at", m.expires_at ? Rfc3339(*m.expires_at) : std::string("2318-01-01T00:00:00Z")},
-                      {"size_vram", 0}, {"context_length", m.n_ctx}});
+                      {"size_vram", m.gpu_bytes}, {"context_length", m.n_ctx},
+                      // hearth's own: where the bytes go, and how busy the model is.
+                      {"hearth", {{"weights", m.footprint.weights},
+                                  {"kv_cache", m.footprint.kv_cache},
+                                  {"compute", m.footprint.compute},
+                                  {"other", m.footprint.overhead},
+                                  {"parallel", m.n_slots},
+                                  {"active_requests", m.active_requests}}}});
   }
   out.Respond(JsonResponse({{"models", models}}));
 }

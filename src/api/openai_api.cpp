@@ -22,13 +22,23 @@ std::string NewId(const char* prefix) {
 
 std::string Sse(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
 
-void ApplySampling(const json& body, router::InferenceRequest& r, int32_t default_max_tokens) {
+// OpenAI's defaults, then the model's Modelfile defaults, then what the request sets.
+void ApplySampling(router::Router& router, const json& body, router::InferenceRequest& r, int32_t default_max_tokens) {
+  r.model = RequireString(body, "model");
   engine::SamplingParams& s = r.sampling;
-  s.temperature = static_cast<float>(OptNumber(body, "temperature", 0, 2).value_or(1.0));
-  s.top_p = static_cast<float>(OptNumber(body, "top_p", 0, 1).value_or(1.0));
+  s.temperature = 1.0f;
+  s.top_p = 1.0f;
   s.top_k = 0;
   s.min_p = 0;
   s.repeat_penalty = 1.0f;  // OpenAI has no repeat penalty; frequency/presence are separate
+  s.max_tokens = default_max_tokens;
+  const engine::ModelDefaults defaults = router.DefaultsOf(r.model);
+  defaults.ApplyTo(s);
+  r.num_ctx = defaults.num_ctx;
+  r.system = defaults.system;
+  r.template_override = defaults.template_text;
+  if (auto v = OptNumber(body, "temperature", 0, 2)) s.temperature = static_cast<float>(*v);
+  if (auto v = OptNumber(body, "top_p", 0, 1)) s.top_p = static_cast<float>(*v);
   if (auto v = OptNumber(body, "frequency_penalty", -2, 2); v && *v != 0) {
     throw ApiError(400, "'frequency_penalty' is not supported; use 0 or leave it out", "frequency_penalty");
   }
@@ -38,7 +48,7 @@ void ApplySampling(const json& body, router::InferenceRequest& r, int32_t defaul
   if (auto v = OptInt(body, "seed", INT64_MIN / 2, INT64_MAX / 2)) s.seed = static_cast<uint32_t>(*v);
   std::optional<int64_t> max = OptInt(body, "max_completion_tokens", 0, 10000000);
   if (!max) max = OptInt(body, "max_tokens", 0, 10000000);
-  s.max_tokens = max ? static_cast<int32_t>(*max) : default_max_tokens;
+  if (max) s.max_tokens = static_cast<int32_t>(*max);
   if (auto v = OptStringList(body, "stop", 16)) s.stop = *v;
   if (auto n = OptInt(body, "n", 1, 128); n && *n != 1) throw ApiError(400, "'n' must be 1: hearth returns one choice", "n");
   if (OptBool(body, "logprobs").value_or(false)) throw ApiError(400, "'logprobs' is not supported", "logprobs");
@@ -58,7 +68,6 @@ void ApplySampling(const json& body, router::InferenceRequest& r, int32_t defaul
       throw ApiError(400, "'response_format.type' must be text, json_object or json_schema", "response_format");
     }
   }
-  r.model = RequireString(body, "model");
 }
 
 // OpenAI's base64 embeddings: the float32 values in little-endian byte order (x86 and ARM
@@ -84,7 +93,7 @@ void ChatCompletions(router::Router& router, const HttpRequest& http, Responder&
   router::InferenceRequest r;
   r.client = ClientFromRequest(http, "openai");
   r.endpoint = router::Endpoint::kChat;
-  ApplySampling(body, r, -1);
+  ApplySampling(router, body, r, -1);
   r.messages = ParseChatMessages(body, true);
   if (r.messages.empty()) throw ApiError(400, "'messages' must not be empty", "messages");
   if (auto it = body.find("tools"); it != body.end() && !it->is_null() && !it->empty()) {
@@ -138,7 +147,7 @@ void Completions(router::Router& router, const HttpRequest& http, Responder& out
   json body = ParseJsonObject(http);
   router::InferenceRequest r;
   r.client = ClientFromRequest(http, "openai");
-  ApplySampling(body, r, 16);  // OpenAI's documented default for /v1/completions
+  ApplySampling(router, body, r, 16);  // OpenAI's documented default for /v1/completions
   auto prompts = OptStringList(body, "prompt", 1);
   std::string prompt = prompts && !prompts->empty() ? (*prompts)[0] : std::string();
   std::string suffix = OptString(body, "suffix").value_or("");

@@ -39,7 +39,7 @@ std::string Line(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 void RegisterWithPool(engine::ModelPool* pool, store::Store& store, const store::Manifest& m) {
   if (pool == nullptr) return;
-  pool->Register(store.BlobPath(m.model.digest), m.name);
+  pool->Register(store.BlobPath(m.model.digest), m.name, m.Defaults());
 }
 
 // Runs a long store operation, streaming its progress as NDJSON when asked. An error before
@@ -164,12 +164,7 @@ void Delete(store::Store& store, engine::ModelPool* pool, const HttpRequest& htt
   json body = ParseJsonObject(http);
   const std::string name = ModelField(body);
   store.Remove(name);
-  if (pool != nullptr) {
-    try {
-      pool->Unload(name);  // frees it once idle; the registration stays until the pool can drop it
-    } catch (const EngineError&) {
-    }
-  }
+  if (pool != nullptr) pool->Unregister(store::Store::CanonicalName(name));  // unloads once idle
   out.Respond(JsonResponse({{"status", "success"}}));
 }
 

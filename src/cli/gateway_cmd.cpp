@@ -302,6 +302,31 @@ int Doctor(const std::string& url) {
   return problems == 0 ? 0 : 1;
 }
 
+std::string Mib(const json& bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0f MiB", bytes.is_number() ? bytes.get<double>() / (1024.0 * 1024.0) : 0.0);
+  return buf;
+}
+
+// The running server's loaded models and what each really takes (GET /api/ps).
+int Ps(const std::string& url) {
+  json models = CallServer("GET", url + "/api/ps").value("models", json::array());
+  if (models.empty()) {
+    std::printf("no models are loaded\n");
+    return 0;
+  }
+  std::printf("%-28s %10s %10s %10s %10s %10s %6s %7s  %s\n", "NAME", "SIZE", "WEIGHTS", "KV CACHE", "COMPUTE", "GPU",
+              "CTX", "ACTIVE", "UNTIL");
+  for (const json& m : models) {
+    const json h = m.value("hearth", json::object());
+    std::printf("%-28s %10s %10s %10s %10s %10s %6d %7d  %s\n", m.value("name", "").c_str(), Mib(m["size"]).c_str(),
+                Mib(h.value("weights", json(0))).c_str(), Mib(h.value("kv_cache", json(0))).c_str(),
+                Mib(h.value("compute", json(0))).c_str(), Mib(m.value("size_vram", json(0))).c_str(),
+                m.value("context_length", 0), h.value("active_requests", 0), m.value("expires_at", "").c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 void AddGatewayCommands(CLI::App& app) {
@@ -337,6 +362,10 @@ void AddGatewayCommands(CLI::App& app) {
     cmd->add_option("--by", *by, "who decides (recorded in the audit log)");
     cmd->callback([url, id, by, approve] { DecideApproval(*url, *id, approve, *by); });
   }
+
+  CLI::App* ps = app.add_subcommand("ps", "List the models a running hearth has loaded, with their memory");
+  ps->add_option("--url", *url, "hearth server");
+  ps->callback([url] { Ps(*url); });
 
   CLI::App* doctor = app.add_subcommand("doctor", "Check a running hearth: sockets, egress, telemetry, model files");
   doctor->add_option("--url", *url, "hearth server");

@@ -31,6 +31,8 @@ struct ServeOptions {
   int32_t queue = 64;
   int64_t keep_alive = 300;
   int32_t cache_reuse = 32;
+  std::string kv_type = "f16";
+  uint64_t memory_limit = 0;
   std::string policy;
   std::string audit_db;
   bool verbose = false;
@@ -69,14 +71,16 @@ int Serve(ServeOptions o) {
   po.scheduler.n_threads = o.threads;
   po.scheduler.queue_capacity = o.queue;
   po.scheduler.cache_reuse_min_tokens = o.cache_reuse;
+  po.scheduler.kv_type = engine::ParseKvCacheType(o.kv_type);
   po.default_keep_alive = std::chrono::seconds(o.keep_alive);
+  po.memory_limit = o.memory_limit;
   engine::ModelPool pool(po);
   // Models in the store (hearth pull / import / create) are served by name; --model and
   // --models-dir come after, so they win on a name clash. A store blob is re-hashed on load.
   store::Store store(store::Store::DefaultRoot());
   for (const store::Manifest& m : store.List()) {
     try {
-      pool.Register(store.BlobPath(m.model.digest), m.name);
+      pool.Register(store.BlobPath(m.model.digest), m.name, m.Defaults());
     } catch (const engine::EngineError& e) {
       std::fprintf(stderr, "hearth: skipping stored model %s: %s\n", m.name.c_str(), e.what());
     }
@@ -166,6 +170,12 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--cache-reuse", o->cache_reuse,
                   "infill: reuse an unchanged prompt tail of at least this many tokens by shifting it (0: exact, re-evaluate)")
       ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--kv-type", o->kv_type, "KV cache type: f16, q8_0 (half the memory) or q4_0")
+      ->check(CLI::IsMember({"f16", "q8_0", "q4_0"}));
+  cmd->add_option("--memory-limit", o->memory_limit,
+                  "memory all loaded models may use together, e.g. 6GiB (default: what the machine has free); "
+                  "idle models are unloaded to stay under it")
+      ->transform(CLI::AsSizeValue(false));
   cmd->add_option("--policy", o->policy, "routing policy file (hearth.yaml; env HEARTH_POLICY); none: everything local")
       ->check(CLI::ExistingFile);
   cmd->add_option("--audit-db", o->audit_db, "audit log (env HEARTH_AUDIT_DB; default ~/.local/share/hearth/audit.db)");

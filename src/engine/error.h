@@ -12,6 +12,7 @@ enum class ErrorKind {
   kInvalidRequest,   // a parameter is out of range or inconsistent
   kContextOverflow,  // the prompt does not fit the context window
   kOverloaded,       // the request queue is full; retry later
+  kInsufficientMemory,  // the model does not fit in the memory left (message has the numbers)
   kUnsupported,      // the model cannot do this (e.g. FIM without FIM tokens)
   kNotFound,         // no model of that name is known
   kDenied,           // the routing policy forbids this request

@@ -444,7 +444,9 @@ class Checker {
                  ", over the limit of " + Num(kMaxValueStringBytes) + " bytes");
           }
           Skip(len, "array string");
+          summary->string_array_bytes += len;
         }
+        summary->string_array_elements += n;
       } else {
         Skip(n * ValueTypeSize(elem), "array data");  // <= 2^33: no overflow
       }

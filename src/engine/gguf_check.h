@@ -21,6 +21,10 @@ struct GgufSummary {
   uint64_t file_size = 0;
   uint64_t tensor_data_bytes = 0;  // sum of all tensor sizes
   std::string architecture;        // general.architecture, empty if absent
+  // Strings in metadata arrays (tokenizer tokens and merges): the memory planner sizes the
+  // tokenizer's tables from them.
+  uint64_t string_array_elements = 0;
+  uint64_t string_array_bytes = 0;
 };
 
 // Returns the summary, or throws EngineError(kInvalidModel) whose message names the file,

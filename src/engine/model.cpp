@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "engine/gguf_check.h"
+#include "engine/llama_params.h"
 #include "llama.h"
 
 namespace hearth::engine {
@@ -36,6 +37,16 @@ std::string MetaString(const llama_model* model, const char* key) {
 
 }  // namespace
 
+std::string LastLlamaError() { return t_last_llama_error; }
+void ClearLlamaError() { t_last_llama_error.clear(); }
+
+llama_model_params ModelParams(const ModelLoadOptions& options) {
+  llama_model_params params = llama_model_default_params();
+  params.n_gpu_layers = options.n_gpu_layers;
+  if (!options.use_mmap) params.load_mode = LLAMA_LOAD_MODE_NONE;
+  return params;
+}
+
 void InitBackend() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -53,13 +64,11 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const ModelLoadOptio
     throw EngineError(ErrorKind::kInvalidModel,
                       "model file '" + path + "' does not exist or is not a regular file");
   }
-  if (!options.skip_validation) CheckGgufFile(path);
+  GgufSummary summary;
+  if (!options.skip_validation) summary = CheckGgufFile(path);
 
-  llama_model_params params = llama_model_default_params();
-  params.n_gpu_layers = options.n_gpu_layers;
-  if (!options.use_mmap) params.load_mode = LLAMA_LOAD_MODE_NONE;
   t_last_llama_error.clear();
-  llama_model* raw = llama_model_load_from_file(path.c_str(), params);
+  llama_model* raw = llama_model_load_from_file(path.c_str(), ModelParams(options));
   if (raw == nullptr) {
     std::string why = t_last_llama_error.empty() ? "llama.cpp could not load it" : t_last_llama_error;
     throw EngineError(ErrorKind::kInvalidModel, "model file '" + path + "' failed to load: " + why);
@@ -86,6 +95,9 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const ModelLoadOptio
   info.n_head = llama_model_n_head(raw);
   info.n_head_kv = llama_model_n_head_kv(raw);
   info.n_vocab = llama_vocab_n_tokens(model->vocab_);
+  info.tokenizer_bytes = options.skip_validation
+                             ? TokenizerBytesEstimate(2ull * info.n_vocab, 16ull * info.n_vocab)  // tokens + merges
+                             : TokenizerBytesEstimate(summary.string_array_elements, summary.string_array_bytes);
   info.bos = llama_vocab_bos(model->vocab_);
   info.eos = llama_vocab_eos(model->vocab_);
   info.add_bos = llama_vocab_get_add_bos(model->vocab_);

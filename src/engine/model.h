@@ -38,6 +38,7 @@ struct ModelInfo {
   std::string chat_template; // tokenizer.chat_template, empty when the model has none
   uint64_t n_params = 0;
   uint64_t size_bytes = 0;   // bytes of tensor data
+  uint64_t tokenizer_bytes = 0;  // estimated host memory of the tokenizer's tables
   int32_t n_ctx_train = 0;
   int32_t n_embd = 0;
   int32_t n_layer = 0;

@@ -15,8 +15,10 @@ struct ModelLease::Loaded {
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<Embedder> embedder;
   std::mutex embedder_mutex;
+  MemoryFootprint embedder_footprint;  // guarded by ModelPool::mutex_
   int32_t n_ctx = 0;
   int32_t active = 0;                  // guarded by ModelPool::mutex_
+  uint64_t last_used = 0;              // ModelPool::use_clock_ at the last release; guarded by mutex_
   bool unload_when_idle = false;       // guarded by ModelPool::mutex_
   std::optional<Clock::time_point> expires;  // guarded by ModelPool::mutex_; empty = never
 };
@@ -62,6 +64,8 @@ Embedder& ModelLease::embedder() {
   if (!loaded_->embedder) {
     loaded_->embedder = std::make_unique<Embedder>(loaded_->model, pool_->options().embed_ctx,
                                                    pool_->options().scheduler.n_threads);
+    std::lock_guard<std::mutex> pool_lock(pool_->mutex_);
+    loaded_->embedder_footprint = loaded_->embedder->footprint();
   }
   return *loaded_->embedder;
 }
@@ -79,7 +83,18 @@ ModelPool::~ModelPool() {
   reaper_.join();
 }
 
-void ModelPool::Register(const std::string& path, const std::string& name) {
+void ModelDefaults::ApplyTo(SamplingParams& s) const {
+  if (temperature) s.temperature = *temperature;
+  if (top_p) s.top_p = *top_p;
+  if (min_p) s.min_p = *min_p;
+  if (repeat_penalty) s.repeat_penalty = *repeat_penalty;
+  if (top_k) s.top_k = *top_k;
+  if (num_predict) s.max_tokens = *num_predict < 0 ? -1 : *num_predict;
+  if (seed) s.seed = *seed;
+  if (!stop.empty()) s.stop = stop;
+}
+
+void ModelPool::Register(const std::string& path, const std::string& name, const ModelDefaults& defaults) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) {
     throw EngineError(ErrorKind::kInvalidModel, "model file '" + path + "' does not exist or is not a regular file");
@@ -92,6 +107,7 @@ void ModelPool::Register(const std::string& path, const std::string& name) {
   RegisteredModel m;
   m.name = n;
   m.path = fs::absolute(path).string();
+  m.defaults = defaults;
   m.file_bytes = fs::file_size(path, ec);
   auto ftime = fs::last_write_time(path, ec);
   m.modified = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
@@ -167,18 +183,31 @@ std::unique_ptr<ModelLease> ModelPool::Acquire(const std::string& name, std::opt
       model = it->second->model;  // reuse the weights; only the context grows
     }
   }
+  std::optional<ModelDryRun> dry;
   if (!model) {
     if (load_check_) load_check_(reg);
+    dry.emplace(reg.path);
+  }
+  SchedulerOptions so = options_.scheduler;
+  int32_t default_ctx = so.n_ctx > 0 ? so.n_ctx : 4096;
+  const int32_t n_ctx_train = model ? model->info().n_ctx_train : dry->n_ctx_train();
+  if (n_ctx_train > 0) default_ctx = std::min(default_ctx, n_ctx_train);
+  so.n_ctx = std::max(default_ctx, wanted_ctx);
+  if (model) {
+    // A larger context for loaded weights: only the new context's buffers are extra.
+    MemoryFootprint need = PlanModelMemory(reg.path, so);
+    need.weights = 0;
+    need.overhead = 0;
+    MakeRoom(reg.name, need, reg.name);
+  } else {
+    MakeRoom(reg.name, dry->Plan(so), "");
+    dry.reset();
     model = Model::Load(reg.path);
   }
   auto loaded = std::make_shared<ModelLease::Loaded>();
   loaded->name = reg.name;
   loaded->path = reg.path;
   loaded->model = model;
-  SchedulerOptions so = options_.scheduler;
-  int32_t default_ctx = so.n_ctx > 0 ? so.n_ctx : 4096;
-  if (model->info().n_ctx_train > 0) default_ctx = std::min(default_ctx, model->info().n_ctx_train);
-  so.n_ctx = std::max(default_ctx, wanted_ctx);
   loaded->n_ctx = so.n_ctx;
   loaded->scheduler = std::make_unique<Scheduler>(model, so);
   loaded->active = 1;
@@ -205,8 +234,11 @@ void ModelPool::Release(const std::shared_ptr<ModelLease::Loaded>& loaded,
                         std::optional<std::chrono::seconds> keep_alive) {
   std::lock_guard<std::mutex> lock(mutex_);
   loaded->active -= 1;
+  loaded->last_used = ++use_clock_;
   std::chrono::seconds ka = keep_alive.value_or(options_.default_keep_alive);
-  if (ka.count() < 0) {
+  if (loaded->unload_when_idle) {
+    loaded->expires = Clock::now();
+  } else if (ka.count() < 0) {
     loaded->expires.reset();
   } else {
     loaded->expires = Clock::now() + ka;
@@ -221,12 +253,9 @@ std::vector<LoadedModelInfo> ModelPool::Loaded() const {
     LoadedModelInfo info;
     info.name = name;
     info.path = l->path;
-    const ModelInfo& mi = l->model->info();
-    // Weights plus an f16 KV cache for every slot's context.
-    uint64_t head_dim = mi.n_head > 0 ? static_cast<uint64_t>(mi.n_embd / mi.n_head) : 0;
-    uint64_t kv = 2ull * 2ull * static_cast<uint64_t>(mi.n_layer) * head_dim * static_cast<uint64_t>(mi.n_head_kv) *
-                  static_cast<uint64_t>(l->n_ctx) * static_cast<uint64_t>(l->scheduler->options().n_slots);
-    info.size_bytes = mi.size_bytes + kv;
+    info.footprint = FootprintOf(*l);
+    info.size_bytes = info.footprint.total();
+    info.gpu_bytes = info.footprint.gpu;
     info.n_ctx = l->n_ctx;
     info.n_slots = l->scheduler->options().n_slots;
     info.active_requests = l->active;
@@ -259,6 +288,75 @@ void ModelPool::Unload(const std::string& name) {
   auto it = loaded_.find(reg.name);
   if (it == loaded_.end()) return;
   it->second->expires = Clock::now();
+  it->second->unload_when_idle = true;
+  cv_.notify_all();
+}
+
+MemoryFootprint ModelPool::FootprintOf(const ModelLease::Loaded& loaded) const {
+  MemoryFootprint f = loaded.scheduler->footprint();
+  f.overhead += ModelHostOverhead(loaded.model->info());
+  f += loaded.embedder_footprint;
+  return f;
+}
+
+void ModelPool::MakeRoom(const std::string& name, const MemoryFootprint& need, const std::string& replacing) {
+  for (;;) {
+    const MachineMemory machine = options_.machine_memory();
+    std::shared_ptr<ModelLease::Loaded> victim;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      uint64_t resident = 0;  // everything loaded models take
+      uint64_t mapped = 0;    // their weights mapped from files: page cache MemAvailable counts as free
+      std::string loaded_list;
+      for (const auto& [n, l] : loaded_) {
+        const MemoryFootprint f = FootprintOf(*l);
+        resident += f.total();
+        mapped += f.mapped;
+        const bool pinned = l->active == 0 && !l->expires;
+        loaded_list += (loaded_list.empty() ? "" : ", ") + std::string("'") + n + "' " + FormatBytes(f.total()) +
+                       (l->active > 0 ? " (serving " + std::to_string(l->active) + " request" + (l->active > 1 ? "s)" : ")")
+                        : pinned ? " (kept alive forever)" : " (idle)");
+        const bool evictable = l->active == 0 && !pinned && n != replacing;
+        if (evictable && (!victim || l->last_used < victim->last_used)) victim = l;
+      }
+      const uint64_t ram_free = machine.ram_available > mapped ? machine.ram_available - mapped : 0;
+      const bool fits_ram = need.host() <= ram_free;
+      const bool fits_gpu = need.gpu == 0 || need.gpu <= machine.gpu_free;
+      const bool fits_limit = options_.memory_limit == 0 || resident + need.total() <= options_.memory_limit;
+      if (fits_ram && fits_gpu && fits_limit) return;
+      if (victim) {
+        loaded_.erase(victim->name);
+      } else {
+        std::string why;
+        if (!fits_limit) {
+          why = "the memory limit is " + FormatBytes(options_.memory_limit) + " and loaded models take " +
+                FormatBytes(resident);
+        } else if (!fits_ram) {
+          why = "only " + FormatBytes(ram_free) + " of RAM is free (" + FormatBytes(machine.ram_available) +
+                " available" + (machine.limited_by.empty() ? "" : " under the " + machine.limited_by + " limit") +
+                (mapped > 0 ? ", less " + FormatBytes(mapped) + " of loaded model weights mapped from disk" : "") + ")";
+        } else {
+          why = "only " + FormatBytes(machine.gpu_free) + " of GPU memory is free and it needs " + FormatBytes(need.gpu);
+        }
+        throw EngineError(ErrorKind::kInsufficientMemory,
+                          "not enough memory to load model '" + name + "': it needs " + need.Describe() + ", but " + why +
+                              (loaded_list.empty() ? "" : "; loaded: " + loaded_list) +
+                              ". Lower num_ctx or the parallel slots, use a quantized KV cache (--kv-type q8_0), "
+                              "or unload a model (keep_alive 0)");
+      }
+    }
+    victim.reset();  // frees the context and, with its last reference, the weights
+  }
+}
+
+void ModelPool::Unregister(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string full = registered_.count(name) == 0 && name.find(':') == std::string::npos ? name + ":latest" : name;
+  registered_.erase(full);
+  auto it = loaded_.find(full);
+  if (it == loaded_.end()) return;
+  it->second->expires = Clock::now();  // the reaper drops it when (or as soon as) it is idle
+  it->second->unload_when_idle = true;
   cv_.notify_all();
 }
 

@@ -8,7 +8,9 @@
 #include <random>
 #include <set>
 
+#include "engine/llama_params.h"
 #include "engine/text_stream.h"
+#include "ggml-cpu.h"
 #include "llama.h"
 
 namespace hearth::engine {
@@ -27,6 +29,26 @@ size_t CommonPrefix(const std::vector<Token>& a, const std::vector<Token>& b) {
   while (i < n && a[i] == b[i]) ++i;
   return i;
 }
+
+// A persistent CPU thread pool attached to one context. Without one, ggml creates and joins
+// its worker threads inside every llama_decode; llama-bench and llama-server both attach a
+// pool, and so must we to decode at their speed.
+class ThreadPool {
+ public:
+  ThreadPool(llama_context* ctx, int32_t n_threads) {
+    ggml_threadpool_params params = ggml_threadpool_params_default(n_threads);
+    pool_ = ggml_threadpool_new(&params);
+    if (pool_ != nullptr) llama_attach_threadpool(ctx, pool_, nullptr);
+  }
+  ~ThreadPool() {
+    if (pool_ != nullptr) ggml_threadpool_free(pool_);
+  }
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+ private:
+  ggml_threadpool* pool_ = nullptr;
+};
 
 struct SamplerDeleter {
   void operator()(llama_sampler* s) const {
@@ -77,6 +99,60 @@ const char* FinishReasonName(FinishReason reason) {
     case FinishReason::kError: return "error";
   }
   return "error";
+}
+
+namespace {
+ggml_type KvGgmlType(KvCacheType type) {
+  switch (type) {
+    case KvCacheType::kQ8_0: return GGML_TYPE_Q8_0;
+    case KvCacheType::kQ4_0: return GGML_TYPE_Q4_0;
+    case KvCacheType::kF16: break;
+  }
+  return GGML_TYPE_F16;
+}
+}  // namespace
+
+KvCacheType ParseKvCacheType(const std::string& name) {
+  if (name == "f16") return KvCacheType::kF16;
+  if (name == "q8_0") return KvCacheType::kQ8_0;
+  if (name == "q4_0") return KvCacheType::kQ4_0;
+  throw EngineError(ErrorKind::kInvalidRequest, "unknown KV cache type '" + name + "'; use f16, q8_0 or q4_0");
+}
+
+const char* KvCacheTypeName(KvCacheType type) {
+  switch (type) {
+    case KvCacheType::kQ8_0: return "q8_0";
+    case KvCacheType::kQ4_0: return "q4_0";
+    case KvCacheType::kF16: break;
+  }
+  return "f16";
+}
+
+llama_context_params SchedulerContextParams(const SchedulerOptions& options) {
+  llama_context_params params = llama_context_default_params();
+  params.n_ctx = static_cast<uint32_t>(options.n_ctx) * static_cast<uint32_t>(options.n_slots);
+  params.n_batch = static_cast<uint32_t>(std::max(options.n_batch, options.n_slots));
+  params.n_ubatch = params.n_batch;
+  params.n_seq_max = static_cast<uint32_t>(2 * options.n_slots);  // a scratch sequence per slot
+  params.n_threads = options.n_threads > 0 ? options.n_threads : DefaultThreadCount();
+  params.n_threads_batch = params.n_threads;
+  // One unified KV buffer lets sequences share cached prefixes (seq_cp is metadata only).
+  params.kv_unified = true;
+  params.no_perf = true;
+  params.type_k = params.type_v = KvGgmlType(options.kv_type);
+  return params;
+}
+
+llama_context_params EmbedderContextParams(int32_t n_ctx, int32_t n_threads) {
+  llama_context_params params = llama_context_default_params();
+  params.n_ctx = static_cast<uint32_t>(n_ctx);
+  params.n_batch = params.n_ubatch = static_cast<uint32_t>(n_ctx);  // a whole input in one ubatch
+  params.n_seq_max = 1;
+  params.n_threads = params.n_threads_batch = n_threads > 0 ? n_threads : DefaultThreadCount();
+  params.embeddings = true;
+  params.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;
+  params.no_perf = true;
+  return params;
 }
 
 int32_t DefaultThreadCount() {
@@ -149,6 +225,7 @@ struct Scheduler::Impl {
   std::shared_ptr<Model> model;
   SchedulerOptions options;
   llama_context* ctx = nullptr;
+  std::unique_ptr<ThreadPool> threads;  // freed after ctx, in ~Impl
   llama_memory_t memory = nullptr;
   llama_batch batch{};
   std::vector<Slot> slots;
@@ -171,6 +248,7 @@ struct Scheduler::Impl {
   ~Impl() {
     if (batch.token != nullptr) llama_batch_free(batch);
     if (ctx != nullptr) llama_free(ctx);
+    threads.reset();
   }
 
   void Run();
@@ -199,22 +277,15 @@ Scheduler::Scheduler(std::shared_ptr<Model> model, const SchedulerOptions& optio
   Impl& s = *impl_;
   s.model = model_;
   s.options = options_;
-  llama_context_params params = llama_context_default_params();
-  params.n_ctx = static_cast<uint32_t>(options_.n_ctx) * static_cast<uint32_t>(options_.n_slots);
-  params.n_batch = static_cast<uint32_t>(std::max(options_.n_batch, options_.n_slots));
-  params.n_ubatch = params.n_batch;
-  params.n_seq_max = static_cast<uint32_t>(2 * options_.n_slots);  // a scratch sequence per slot
-  params.n_threads = options_.n_threads;
-  params.n_threads_batch = options_.n_threads;
-  // One unified KV buffer lets sequences share cached prefixes (seq_cp is metadata only).
-  params.kv_unified = true;
-  params.no_perf = true;
+  llama_context_params params = SchedulerContextParams(options_);
   s.ctx = llama_init_from_model(model_->raw(), params);
   if (s.ctx == nullptr) {
     throw EngineError(ErrorKind::kInternal, "llama.cpp could not create a context of " +
                                                 std::to_string(params.n_ctx) + " tokens for model '" +
                                                 model_->info().name + "' (out of memory?)");
   }
+  s.threads = std::make_unique<ThreadPool>(s.ctx, options_.n_threads);
+  footprint_ = ContextFootprint(s.ctx, true);
   s.memory = llama_get_memory(s.ctx);
   s.batch = llama_batch_init(static_cast<int32_t>(params.n_batch), 0, 1);
   s.slots.resize(static_cast<size_t>(options_.n_slots));
@@ -689,10 +760,12 @@ size_t Scheduler::Impl::ReuseShiftedTail(Slot& slot, const std::vector<Token>& p
 
 struct Embedder::Impl {
   llama_context* ctx = nullptr;
+  std::unique_ptr<ThreadPool> threads;
   int32_t n_ctx = 0;
   std::mutex mutex;
   ~Impl() {
     if (ctx != nullptr) llama_free(ctx);
+    threads.reset();
   }
 };
 
@@ -700,14 +773,7 @@ Embedder::Embedder(std::shared_ptr<Model> model, int32_t n_ctx, int32_t n_thread
     : model_(std::move(model)), impl_(std::make_unique<Impl>()) {
   if (n_ctx < 8) throw EngineError(ErrorKind::kInvalidRequest, "embedding context must be at least 8 tokens");
   if (n_threads <= 0) n_threads = DefaultThreadCount();
-  llama_context_params params = llama_context_default_params();
-  params.n_ctx = static_cast<uint32_t>(n_ctx);
-  params.n_batch = params.n_ubatch = static_cast<uint32_t>(n_ctx);  // a whole input in one ubatch
-  params.n_seq_max = 1;
-  params.n_threads = params.n_threads_batch = n_threads;
-  params.embeddings = true;
-  params.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;
-  params.no_perf = true;
+  llama_context_params params = EmbedderContextParams(n_ctx, n_threads);
   impl_->ctx = llama_init_from_model(model_->raw(), params);
   if (impl_->ctx != nullptr && llama_pooling_type(impl_->ctx) == LLAMA_POOLING_TYPE_NONE) {
     // A generative model: average its last hidden states.
@@ -719,6 +785,8 @@ Embedder::Embedder(std::shared_ptr<Model> model, int32_t n_ctx, int32_t n_thread
     throw EngineError(ErrorKind::kInternal, "llama.cpp could not create an embedding context for '" +
                                                 model_->info().name + "'");
   }
+  impl_->threads = std::make_unique<ThreadPool>(impl_->ctx, n_threads);
+  footprint_ = ContextFootprint(impl_->ctx, false);
   impl_->n_ctx = n_ctx;
 }
 

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/memory_plan.h"
 #include "engine/model.h"
 #include "engine/sampling.h"
 
@@ -88,6 +89,14 @@ class Job {
 
 enum class BatchPolicy { kAdaptive, kAlwaysBatch, kInterleave };
 
+// Element type of the KV cache. Quantized caches halve (q8_0) or quarter (q4_0) its memory
+// at a small quality cost; llama.cpp needs flash attention for them, which it enables itself
+// where the backend supports it.
+enum class KvCacheType { kF16, kQ8_0, kQ4_0 };
+// "f16", "q8_0" or "q4_0"; throws EngineError(kInvalidRequest) naming the valid ones.
+KvCacheType ParseKvCacheType(const std::string& name);
+const char* KvCacheTypeName(KvCacheType type);
+
 struct SchedulerOptions {
   int32_t n_ctx = 4096;      // context window per sequence
   int32_t n_slots = 4;       // concurrent sequences
@@ -97,6 +106,7 @@ struct SchedulerOptions {
   BatchPolicy batch_policy = BatchPolicy::kAdaptive;
   bool prefix_cache = true;
   int32_t cache_reuse_min_tokens = 32;  // smallest shifted tail worth reusing; 0 disables
+  KvCacheType kv_type = KvCacheType::kF16;
 };
 
 struct SlotState {
@@ -134,12 +144,16 @@ class Scheduler {
   const Model& model() const { return *model_; }
   const SchedulerOptions& options() const { return options_; }
   SchedulerStats Stats() const;
+  // What the context takes, as llama.cpp allocated it: weights, KV cache, compute and output
+  // buffers (not ModelHostOverhead).
+  const MemoryFootprint& footprint() const { return footprint_; }
 
  private:
   struct Impl;
   std::shared_ptr<Model> model_;
   SchedulerOptions options_;
   std::unique_ptr<Impl> impl_;
+  MemoryFootprint footprint_;
 };
 
 // Computes one embedding per input text (mean pooling for generative models, the model's
@@ -151,11 +165,14 @@ class Embedder {
   // Throws kContextOverflow when an input is longer than n_ctx tokens.
   std::vector<std::vector<float>> Embed(const std::vector<std::string>& inputs);
   int32_t dimensions() const;
+  // The embedding context's KV cache, compute and output buffers (weights excluded: shared).
+  const MemoryFootprint& footprint() const { return footprint_; }
 
  private:
   struct Impl;
   std::shared_ptr<Model> model_;
   std::unique_ptr<Impl> impl_;
+  MemoryFootprint footprint_;
 };
 
 // Physical cores of this machine (used as the default thread count).

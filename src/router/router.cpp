@@ -1,5 +1,6 @@
 #include "router/router.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -55,7 +56,10 @@ std::vector<Token> Router::BuildPrompt(const engine::Model& model, const Inferen
     }
     case Endpoint::kChat: {
       std::vector<engine::ChatMessage> messages;
-      if (!r.system.empty()) messages.push_back({"system", r.system});
+      // The model's default system prompt, unless the conversation brings its own.
+      const bool has_system = std::any_of(r.messages.begin(), r.messages.end(),
+                                          [](const engine::ChatMessage& m) { return m.role == "system"; });
+      if (!r.system.empty() && !has_system) messages.push_back({"system", r.system});
       messages.insert(messages.end(), r.messages.begin(), r.messages.end());
       tokens = TokenizeTemplated(model, model.ApplyChatTemplate(messages, true, r.template_override));
       break;
@@ -316,8 +320,9 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
     return redaction.Redact(text, chosen);
   };
   std::vector<engine::ChatMessage> messages;
-  std::string system = request.system;
-  if (!system.empty()) messages.push_back({"system", redact(system)});
+  const bool has_system = std::any_of(request.messages.begin(), request.messages.end(),
+                                      [](const engine::ChatMessage& m) { return m.role == "system"; });
+  if (!request.system.empty() && !has_system) messages.push_back({"system", redact(request.system)});
   for (const auto& m : request.messages) messages.push_back({m.role, redact(m.content)});
   if (request.messages.empty()) messages.push_back({"user", redact(request.prompt)});
   for (const auto& entry : redaction.mapping()) routed.redactions.push_back({{"placeholder", entry.first}});
@@ -483,6 +488,14 @@ engine::SchedulerStats Router::TotalStats() {
     total.jobs_finished += s.jobs_finished;
   }
   return total;
+}
+
+engine::ModelDefaults Router::DefaultsOf(const std::string& model) const {
+  try {
+    return pool_.Find(model).defaults;
+  } catch (const EngineError&) {
+    return {};
+  }
 }
 
 void Router::Preload(const std::string& model, std::optional<std::chrono::seconds> keep_alive) {

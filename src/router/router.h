@@ -79,6 +79,9 @@ class Router {
   std::vector<engine::RegisteredModel> ListModels() const { return pool_.List(); }
   std::vector<engine::LoadedModelInfo> LoadedModels() const { return pool_.Loaded(); }
   std::shared_ptr<engine::Model> Describe(const std::string& model) { return pool_.Describe(model); }
+  // What the model's Modelfile sets (PARAMETER, SYSTEM, TEMPLATE); empty for an unknown name
+  // (the request then fails where it names the model, with the list of models).
+  engine::ModelDefaults DefaultsOf(const std::string& model) const;
   // Loads (keep_alive > 0 or unset) or unloads (keep_alive == 0) without generating.
   void Preload(const std::string& model, std::optional<std::chrono::seconds> keep_alive);
   std::vector<engine::Token> Tokenize(const std::string& model, const std::string& text, bool add_special,

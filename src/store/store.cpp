@@ -323,6 +323,23 @@ bool VerifyReport::ok() const {
 
 // ---------------------------------------------------------------------------------------
 
+engine::ModelDefaults Manifest::Defaults() const {
+  engine::ModelDefaults d;
+  const ModelParameters& p = parameters;
+  if (p.temperature) d.temperature = static_cast<float>(*p.temperature);
+  if (p.top_p) d.top_p = static_cast<float>(*p.top_p);
+  if (p.min_p) d.min_p = static_cast<float>(*p.min_p);
+  if (p.repeat_penalty) d.repeat_penalty = static_cast<float>(*p.repeat_penalty);
+  d.top_k = p.top_k;
+  d.num_predict = p.num_predict;
+  d.num_ctx = p.num_ctx;
+  if (p.seed && *p.seed >= 0) d.seed = static_cast<uint32_t>(*p.seed);  // negative: random, as unset
+  d.stop = p.stop;
+  d.system = system.value_or("");
+  d.template_text = template_text.value_or("");
+  return d;
+}
+
 json Manifest::ToJson() const {
   json j = {{"schema", kSchema}, {"name", name}, {"model", {{"digest", model.digest}, {"size", model.size}}}};
   json a = json::array();

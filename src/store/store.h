@@ -34,6 +34,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/model_pool.h"
+
 #include "store/modelfile.h"
 
 namespace hearth::store {
@@ -74,6 +76,8 @@ struct Manifest {
   std::string created_at;
 
   nlohmann::json ToJson() const;
+  // What the server applies to requests for this model: parameters, system, template.
+  engine::ModelDefaults Defaults() const;
   // Validates everything, digests included (a manifest cannot point outside blobs/). Throws
   // engine::EngineError(kInvalidModel) saying what is wrong.
   static Manifest FromJson(const nlohmann::json& j, const std::string& name);
