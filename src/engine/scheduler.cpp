@@ -239,7 +239,12 @@ struct Scheduler::Impl {
   // Statistics, guarded by mutex.
   uint64_t jobs_finished = 0, prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0;
   int32_t running = 0;
-  std::vector<double> step_ms;        // EWMA of pure-decode step time per width
+  // Whole-step times (batch build, decode, sampling, emitting) of pure decode steps, per batch
+  // width: the last kStepWindow samples and their median, which one slow step on a shared
+  // machine does not move the way it moves a mean.
+  static constexpr size_t kStepWindow = 15;
+  std::vector<std::deque<double>> step_window;
+  std::vector<double> step_ms;        // median of step_window, guarded by mutex (Stats)
   std::vector<uint32_t> step_samples;
   std::vector<SlotState> slot_states;  // snapshot for Stats(), refreshed every step
   uint64_t step_no = 0;
@@ -258,6 +263,7 @@ struct Scheduler::Impl {
   void RefreshSlotStates();  // the snapshot Stats() reports
   Token Sample(Slot& slot);
   int32_t ChooseWidth(int32_t candidates);
+  void RecordStepTime(int32_t width, double ms);
   // Keeps the unchanged tail of the slot's previous prompt by shifting it; returns how many
   // tokens were kept (0: nothing done) and fills `pending` with the positions to evaluate.
   size_t ReuseShiftedTail(Slot& slot, const std::vector<Token>& prompt, size_t prefix, std::vector<int32_t>& pending);
@@ -294,6 +300,7 @@ Scheduler::Scheduler(std::shared_ptr<Model> model, const SchedulerOptions& optio
     s.slots[i].scratch_seq = static_cast<llama_seq_id>(i + s.slots.size());
   }
   s.step_ms.assign(s.slots.size(), 0.0);
+  s.step_window.assign(s.slots.size(), {});
   s.step_samples.assign(s.slots.size(), 0);
   s.worker = std::thread([this] { impl_->Run(); });
 }
@@ -552,9 +559,9 @@ int32_t Scheduler::Impl::ChooseWidth(int32_t candidates) {
     case BatchPolicy::kInterleave: return 1;
     case BatchPolicy::kAdaptive: break;
   }
-  // Measure every width a few times before trusting the averages.
+  // Measure every width a few times before trusting the medians.
   for (int32_t w = 1; w <= candidates; ++w) {
-    if (step_samples[static_cast<size_t>(w - 1)] < 3) return w;
+    if (step_samples[static_cast<size_t>(w - 1)] < 5) return w;
   }
   int32_t best = 1;
   double best_rate = 0;
@@ -566,7 +573,7 @@ int32_t Scheduler::Impl::ChooseWidth(int32_t candidates) {
     }
   }
   // Re-measure another width now and then: step times drift as contexts grow.
-  if (step_no % 64 == 0) return best == candidates ? 1 : candidates;
+  if (step_no % 32 == 0) return best == candidates ? 1 : candidates;
   return best;
 }
 
@@ -606,7 +613,20 @@ void Scheduler::Impl::RefreshSlotStates() {
   }
 }
 
+void Scheduler::Impl::RecordStepTime(int32_t width, double ms) {
+  const size_t w = static_cast<size_t>(width - 1);
+  std::deque<double>& window = step_window[w];
+  window.push_back(ms);
+  if (window.size() > kStepWindow) window.pop_front();
+  std::vector<double> sorted(window.begin(), window.end());
+  std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
+  std::lock_guard<std::mutex> lock(mutex);
+  step_ms[w] = sorted[sorted.size() / 2];
+  step_samples[w] += 1;
+}
+
 bool Scheduler::Impl::Step() {
+  const Clock::time_point step_start = Clock::now();
   // Cancellations first, so a cancelled job costs no more decode work.
   for (Slot& slot : slots) {
     if (slot.job && slot.job->cancel_->load()) Finish(slot, FinishReason::kCancelled);
@@ -669,9 +689,7 @@ bool Scheduler::Impl::Step() {
     return false;
   }
 
-  Clock::time_point t0 = Clock::now();
   int32_t rc = llama_decode(ctx, b);
-  double ms = MsBetween(t0, Clock::now());
   if (rc != 0) {
     std::string why = rc == 1 ? "the KV cache is full" : "llama_decode failed with code " + std::to_string(rc);
     for (Slot* slot : decoders) Finish(*slot, FinishReason::kError, why);
@@ -686,18 +704,13 @@ bool Scheduler::Impl::Step() {
     RefreshSlotStates();
     return true;
   }
-  if (prefills.empty() && width > 0) {
-    size_t w = static_cast<size_t>(width - 1);
-    step_ms[w] = step_samples[w] == 0 ? ms : 0.8 * step_ms[w] + 0.2 * ms;
-    step_samples[w] += 1;
-  }
-
   for (Slot* slot : decoders) {
     slot->cached.push_back(slot->next);
     slot->has_next = false;
     Token token = Sample(*slot);
     Emit(*slot, token);
   }
+  if (prefills.empty() && width > 0) RecordStepTime(width, MsBetween(step_start, Clock::now()));
   for (auto& [slot, n] : prefills) {
     const std::vector<Token>& prompt = slot->job->request_.prompt;
     // `cached` mirrors only the contiguous evaluated prefix; other requests may copy it.

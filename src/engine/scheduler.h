@@ -122,7 +122,8 @@ struct SchedulerStats {
   uint64_t prompt_tokens = 0;
   uint64_t cached_tokens = 0;
   uint64_t generated_tokens = 0;
-  // Measured mean step time per batch width (index 0 = width 1); 0 where never measured.
+  // Median whole-step time of recent decode steps per batch width (index 0 = width 1); 0 where
+  // never measured.
   std::vector<double> step_ms_by_width;
   std::vector<SlotState> slots;
 };
