@@ -535,7 +535,7 @@ std::unique_ptr<AuditLog> AuditLog::Open(const std::string& path, AuditOptions o
   impl->options = options;
   impl->writer.Open(path);
   impl->writer.Exec("PRAGMA journal_mode = WAL");
-  impl->writer.Exec("PRAGMA synchronous = FULL");
+  impl->writer.Exec(options.sync_every_record ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
   // Check without the write lock first: a busy hearth serve appends back to back, and
   // `hearth audit verify` next to it should not wait in line for a lock it does not need.
   auto has_records_table = [&] {

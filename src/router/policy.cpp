@@ -73,7 +73,7 @@ class Parser {
       Throw();
     }
     Keys(root, "policy", {"version", "crossover_tokens", "default", "default_backend", "approval_timeout_seconds",
-                          "store_prompts", "egress", "backends", "scanner", "rules"});
+                          "store_prompts", "audit_sync", "egress", "backends", "scanner", "rules"});
     if (root["version"]) policy.version = Int(root["version"], "version", 1, 1);
     if (root["crossover_tokens"]) policy.crossover_tokens = Int(root["crossover_tokens"], "crossover_tokens", 1, 1000000);
     if (root["default"]) policy.default_action = ParseAction(root["default"]);
@@ -82,6 +82,15 @@ class Parser {
       policy.approval_timeout_seconds = Int(root["approval_timeout_seconds"], "approval_timeout_seconds", 1, 86400);
     }
     if (root["store_prompts"]) policy.store_prompts = Bool(root["store_prompts"], "store_prompts");
+    if (root["audit_sync"]) {
+      const std::string sync = Str(root["audit_sync"], "audit_sync");
+      if (sync == "full") {
+        policy.audit_sync_every_record = true;
+      } else if (sync != "normal") {
+        Fail(root["audit_sync"], "audit_sync must be 'normal' (survives a crash of hearth) or 'full' "
+                                 "(also survives a power loss: one fsync per request)");
+      }
+    }
     if (const YAML::Node egress = root["egress"]) {
       Keys(egress, "egress", {"allow"});
       policy.egress_allow = StrList(egress["allow"], "egress.allow");

@@ -62,6 +62,7 @@ struct Policy {
   std::string default_backend;
   int approval_timeout_seconds = 120;
   bool store_prompts = false;
+  bool audit_sync_every_record = false;   // audit_sync: full
   std::vector<std::string> egress_allow;  // empty: no outbound connection at all
   std::vector<BackendConfig> backends;
   std::vector<CustomPatternSpec> custom_patterns;

@@ -151,6 +151,7 @@ Router::Router(engine::ModelPool& pool, RouterOptions options) : pool_(pool), op
   if (!options_.audit_path.empty()) {
     audit::AuditOptions ao;
     ao.store_prompts = options_.policy.store_prompts;
+    ao.sync_every_record = options_.policy.audit_sync_every_record;
     audit_ = audit::AuditLog::Open(options_.audit_path, ao);
   }
 }
