@@ -198,9 +198,14 @@ const CHAT_MESSAGES = [
 // events said (token counts, cache use, server timings).
 async function streamRequest(url, body) {
   const t0 = performance.now();
-  const res = await fetch(url, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
-  });
+  let res;
+  try {
+    res = await fetch(url, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new Error(`${url}: ${e.message}${e.cause ? ` (${e.cause.code ?? e.cause.message ?? e.cause})` : ''}`);
+  }
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}: ${(await res.text()).slice(0, 500)}`);
   const r = {
     headers_ms: performance.now() - t0, first_event_ms: null, ttft_ms: null, last_text_ms: null, total_ms: null,
@@ -332,15 +337,26 @@ async function suiteCold(o) {
 
 async function suiteConcurrent(o) {
   const levels = {};
+  const failures = [];
   const stamp = Date.now().toString(36);
   for (const k of o.streams) {
     const runs = [];
     for (let i = 0; i < o.warmup + o.concRuns; i++) {
       const t0 = performance.now();
-      const results = await Promise.all(Array.from({ length: k }, (_, j) => streamRequest(`${o.url}/completion`, {
-        model: o.model, prompt: `# stream ${j} of run ${stamp}-${k}-${i}\n` + generateSource(300, 11 + j).slice(0, 300),
-        n_predict: o.nPredict, temperature: 0, ignore_eos: true, cache_prompt: true, stream: true,
-      })));
+      let results;
+      try {
+        results = await Promise.all(Array.from({ length: k }, (_, j) => streamRequest(`${o.url}/completion`, {
+          model: o.model, prompt: `# stream ${j} of run ${stamp}-${k}-${i}\n` + generateSource(300, 11 + j).slice(0, 300),
+          n_predict: o.nPredict, temperature: 0, ignore_eos: true, cache_prompt: true, stream: true,
+        })));
+      } catch (e) {
+        // A failed run is recorded and skipped, not fatal: the other server's figures still count.
+        log(o, `concurrent ${k} run ${i + 1} FAILED: ${e.message}`);
+        failures.push({ streams: k, run: i + 1, error: e.message });
+        if (failures.length > 3) throw e;
+        await new Promise((r) => setTimeout(r, 2000));
+        continue;
+      }
       const wall = performance.now() - t0;
       const tokens = results.reduce((a, r) => a + (r.tokens ?? 0), 0);
       const run = {
@@ -357,7 +373,7 @@ async function suiteConcurrent(o) {
       runs,
     };
   }
-  return { endpoint: '/completion', n_predict: o.nPredict, ignore_eos: true, levels };
+  return { endpoint: '/completion', n_predict: o.nPredict, ignore_eos: true, levels, failures };
 }
 
 async function suiteTyping(o) {

@@ -17,7 +17,7 @@ bash scripts/fuzz-gguf.sh 30
 echo "== Untrusted-input tests under AddressSanitizer + UBSan (GGUF validation, corrupt model files, text streaming)"
 # Release flags for llama.cpp (so ccache reuses its objects); hearth's own code gets -g + sanitizers.
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_SANITIZE=ON >/dev/null
-cmake --build build-asan --target hearth_tests
+cmake --build build-asan --target hearth_untrusted_tests
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -R 'GgufCheck|Engine.CorruptModel|TextStream|CompleteUtf8'
 

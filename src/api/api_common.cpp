@@ -122,6 +122,17 @@ engine::Token TokenId(const json& value, const char* field) {
   return value.get<engine::Token>();
 }
 
+void ApplySharedSamplingFields(const json& o, engine::SamplingParams& s) {
+  if (auto v = OptNumber(o, "temperature", 0, 100)) s.temperature = static_cast<float>(*v);
+  if (auto v = OptInt(o, "top_k", 0, 1000000)) s.top_k = static_cast<int32_t>(*v);
+  if (auto v = OptNumber(o, "top_p", 0, 1)) s.top_p = static_cast<float>(*v);
+  if (auto v = OptNumber(o, "min_p", 0, 1)) s.min_p = static_cast<float>(*v);
+  if (auto v = OptNumber(o, "repeat_penalty", 0.01, 100)) s.repeat_penalty = static_cast<float>(*v);
+  if (auto v = OptInt(o, "repeat_last_n", -1, 1000000)) s.repeat_last_n = static_cast<int32_t>(*v);
+  if (auto v = OptInt(o, "seed", INT32_MIN, UINT32_MAX); v && *v >= 0) s.seed = static_cast<uint32_t>(*v);
+  if (auto v = OptStringList(o, "stop", 16)) s.stop = *v;
+}
+
 std::optional<std::chrono::seconds> ParseKeepAlive(const json& j) {
   const json* v = Field(j, "keep_alive");
   if (v == nullptr) return std::nullopt;

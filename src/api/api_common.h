@@ -48,6 +48,11 @@ std::optional<bool> OptBool(const json& j, const char* key);
 // A string or an array of strings (OpenAI/Ollama 'stop', 'input').
 std::optional<std::vector<std::string>> OptStringList(const json& j, const char* key, size_t max_items);
 
+// The sampling fields Ollama's "options" and llama.cpp's request body share, with the same
+// names and ranges: temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed
+// (negative: random), stop. Only the fields present are set.
+void ApplySharedSamplingFields(const json& j, engine::SamplingParams& s);
+
 // 'messages' as [{role, content}]; with allow_content_parts, OpenAI's [{type: text, text}]
 // content arrays too. Roles: system, user, assistant, tool (developer -> system).
 std::vector<engine::ChatMessage> ParseChatMessages(const json& body, bool allow_content_parts);

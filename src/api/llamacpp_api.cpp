@@ -26,15 +26,8 @@ void ApplySampling(router::Router& router, const json& body, router::InferenceRe
   const engine::ModelDefaults defaults = router.DefaultsOf(r.model);
   defaults.ApplyTo(s);
   r.num_ctx = defaults.num_ctx;
-  if (auto v = OptNumber(body, "temperature", 0, 100)) s.temperature = static_cast<float>(*v);
-  if (auto v = OptInt(body, "top_k", 0, 1000000)) s.top_k = static_cast<int32_t>(*v);
-  if (auto v = OptNumber(body, "top_p", 0, 1)) s.top_p = static_cast<float>(*v);
-  if (auto v = OptNumber(body, "min_p", 0, 1)) s.min_p = static_cast<float>(*v);
-  if (auto v = OptNumber(body, "repeat_penalty", 0.01, 100)) s.repeat_penalty = static_cast<float>(*v);
-  if (auto v = OptInt(body, "repeat_last_n", -1, 1000000)) s.repeat_last_n = static_cast<int32_t>(*v);
-  if (auto v = OptInt(body, "seed", INT32_MIN, UINT32_MAX); v && *v >= 0) s.seed = static_cast<uint32_t>(*v);
+  ApplySharedSamplingFields(body, s);
   if (auto v = OptInt(body, "n_predict", -1, 10000000)) s.max_tokens = static_cast<int32_t>(*v);
-  if (auto v = OptStringList(body, "stop", 16)) s.stop = *v;
   s.ignore_eos = OptBool(body, "ignore_eos").value_or(false);
   if (auto g = OptString(body, "grammar"); g && !g->empty()) s.grammar = *g;
   if (auto it = body.find("json_schema"); it != body.end() && !it->is_null()) s.grammar = GrammarForFormat(*it, "json_schema");

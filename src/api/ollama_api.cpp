@@ -19,17 +19,8 @@ void ApplyOllamaOptions(const json& body, router::InferenceRequest& r) {
   if (!it->is_object()) throw ApiError(400, "'options' must be an object");
   const json& o = *it;
   engine::SamplingParams& s = r.sampling;
-  if (auto v = OptNumber(o, "temperature", 0, 100)) s.temperature = static_cast<float>(*v);
-  if (auto v = OptInt(o, "top_k", 0, 1000000)) s.top_k = static_cast<int32_t>(*v);
-  if (auto v = OptNumber(o, "top_p", 0, 1)) s.top_p = static_cast<float>(*v);
-  if (auto v = OptNumber(o, "min_p", 0, 1)) s.min_p = static_cast<float>(*v);
-  if (auto v = OptNumber(o, "repeat_penalty", 0.01, 100)) s.repeat_penalty = static_cast<float>(*v);
-  if (auto v = OptInt(o, "repeat_last_n", -1, 1000000)) s.repeat_last_n = static_cast<int32_t>(*v);
-  if (auto v = OptInt(o, "seed", INT32_MIN, UINT32_MAX)) {
-    if (*v >= 0) s.seed = static_cast<uint32_t>(*v);  // Ollama: a negative seed means random
-  }
+  ApplySharedSamplingFields(o, s);
   if (auto v = OptInt(o, "num_predict", -2, 10000000)) s.max_tokens = *v < 0 ? -1 : static_cast<int32_t>(*v);
-  if (auto v = OptStringList(o, "stop", 16)) s.stop = *v;
   if (auto v = OptInt(o, "num_ctx", 16, 1 << 20)) r.num_ctx = static_cast<int32_t>(*v);
 }
 

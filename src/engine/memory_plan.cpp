@@ -132,6 +132,7 @@ ModelDryRun::ModelDryRun(const std::string& path, const ModelLoadOptions& load) 
   const GgufSummary summary = CheckGgufFile(path);  // throws kInvalidModel with the reason
   llama_model_params params = ModelParams(load);
   params.no_alloc = true;  // metadata and tensor table only: no weights are read or allocated
+  params.load_mode = LLAMA_LOAD_MODE_NONE;  // llama.cpp's dry run maps nothing (it asserts so)
   ClearLlamaError();
   impl_->model.reset(llama_model_load_from_file(path.c_str(), params));
   if (!impl_->model) {
