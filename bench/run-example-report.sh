@@ -39,25 +39,35 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$HEARTH" serve --port 0 --model "coder=$MODEL" --ctx "$CTX" --parallel 1 --threads "$THREADS" \
-  --audit-db "$WORK/audit.db" >"$WORK/hearth.log" 2>&1 &
-PIDS+=($!)
+# llama-server first, on a port picked now; hearth afterwards on a port of its own choosing
+# (started the other way round, the free port picked for llama-server can be the one the
+# kernel hands hearth a moment later).
 PEER_PORT=$(bench_free_port)
 "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -c "$CTX" --parallel 1 --host 127.0.0.1 --port "$PEER_PORT" \
   >"$WORK/llama-server.log" 2>&1 &
 PIDS+=($!)
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$PEER_PORT/health" >/dev/null 2>&1 && break
+  kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$WORK/llama-server.log"; exit 1; }
+  sleep 0.2
+done
+"$HEARTH" serve --port 0 --model "coder=$MODEL" --ctx "$CTX" --parallel 1 --threads "$THREADS" \
+  --audit-db "$WORK/audit.db" >"$WORK/hearth.log" 2>&1 &
+PIDS+=($!)
 HEARTH_PORT=
 for _ in $(seq 1 600); do
   HEARTH_PORT=$(sed -n 's|^hearth: listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$WORK/hearth.log" | head -1)
-  [ -n "$HEARTH_PORT" ] && curl -sf "http://127.0.0.1:$PEER_PORT/health" >/dev/null 2>&1 && break
+  [ -n "$HEARTH_PORT" ] && break
+  kill -0 "${PIDS[1]}" 2>/dev/null || { cat "$WORK/hearth.log"; exit 1; }
   sleep 0.2
 done
 [ -n "$HEARTH_PORT" ] || { cat "$WORK/hearth.log"; exit 1; }
+curl -sf "http://127.0.0.1:$PEER_PORT/health" >/dev/null || { echo "llama-server is not answering"; exit 1; }
 
 echo "== $(date -u +%FT%TZ) hearth $(bench_commit), llama.cpp $LLAMA_COMMIT, $(bench_cpu), threads $THREADS, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$HEARTH" bench \
-  --api ollama --endpoint "hearth=http://127.0.0.1:$HEARTH_PORT" --model hearth=coder \
-  --api llamacpp --endpoint "llama-server=http://127.0.0.1:$PEER_PORT" \
+  --endpoint "hearth=http://127.0.0.1:$HEARTH_PORT" --api ollama --model hearth=coder \
+  --endpoint "llama-server=http://127.0.0.1:$PEER_PORT" --api llamacpp \
   --runs "$RUNS" --warmup "$WARMUP" --no-progress \
   --json "$OUT/example-report.json" --html "$OUT/example-report.html"
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg); wrote $OUT/example-report.{html,json}"

@@ -56,6 +56,32 @@ TEST(Engine, GoldenOutputFromBosOnStories) {
   EXPECT_GT(out.stats.ttft_ms, 0);
 }
 
+// Greedy decoding with a repeat penalty takes the scheduler's argmax fast path; these texts
+// were produced by llama.cpp's own sampler chain (penalties + greedy) before that path
+// existed, through `hearth serve` /api/generate (raw, temperature 0, repeat_last_n 16).
+TEST(Engine, GreedyWithRepeatPenaltyMatchesLlamaCppsSamplerChain) {
+  HEARTH_REQUIRE_STORIES(path);
+  auto model = LoadStories(path);
+  Scheduler s(model, SmallOptions());
+  const std::pair<float, const char*> cases[] = {
+      {1.1f, ", there was a little girl named Lily. She loved to play outside in the park with her friends. One "
+             "day, Lily's mommy told her that they were going to the park with her mommy and d"},
+      {1.5f, ", there was a little girl named Lily. She loved to play outside in the park with her friend, Tom. "
+             "One day she went to the park with her mommy and daddy. They saw a big, red"},
+      {0.8f, ", there was a little girl named Lily. She was always always asking as a swings as a swings. One "
+             "day, she asked her mom, \"Can I have a s"},
+  };
+  for (const auto& [penalty, expected] : cases) {
+    GenerationRequest r;
+    r.prompt = model->Tokenize("Once upon a time", true, true);
+    r.sampling.temperature = 0;
+    r.sampling.repeat_penalty = penalty;
+    r.sampling.repeat_last_n = 16;
+    r.sampling.max_tokens = 60;
+    EXPECT_EQ(s.Generate(std::move(r)).text, expected) << "repeat_penalty " << penalty;
+  }
+}
+
 TEST(Engine, ModelInfoOfStories) {
   HEARTH_REQUIRE_STORIES(path);
   auto model = LoadStories(path);

@@ -55,6 +55,7 @@ Analysis Analyze(const BenchConfig& cfg, const BenchResult& result, size_t resam
       p.b = j;
       p.estimate = BootstrapCrossover(a.fits[i].samples, a.fits[j].samples, resamples, seed + i * 131 + j);
       const LinearFit &fi = a.fits[i].fit, &fj = a.fits[j].fit;
+      p.comparable = fi.ok && fj.ok;
       p.faster_short = Faster(fi, fj, 0) <= 0 ? i : j;
       p.faster_long = fi.slope <= fj.slope ? i : j;
       if (!p.estimate.point) p.faster_long = p.faster_short;
@@ -100,6 +101,10 @@ std::string CrossoverText(const BenchConfig& cfg, const PairCrossover& p) {
   const std::string& a = cfg.endpoints[p.a].name;
   const std::string& b = cfg.endpoints[p.b].name;
   const auto& e = p.estimate;
+  if (!p.comparable) {
+    return a + " vs " + b + ": not compared: an endpoint has no fit (too few successful requests, or no "
+           "spread in output length)";
+  }
   if (!e.point) {
     return a + " vs " + b + ": no crossover; " + cfg.endpoints[p.faster_short].name +
            " is faster at every output length (" + std::to_string(e.crossed) + "/" +
@@ -206,7 +211,7 @@ json ReportJson(const BenchConfig& cfg, const BenchResult& result, const Analysi
   json pairs = json::array();
   for (const PairCrossover& p : a.pairs) {
     const auto& e = p.estimate;
-    pairs.push_back({{"a", cfg.endpoints[p.a].name}, {"b", cfg.endpoints[p.b].name},
+    pairs.push_back({{"a", cfg.endpoints[p.a].name}, {"b", cfg.endpoints[p.b].name}, {"comparable", p.comparable},
                      {"tokens", e.point ? json(*e.point) : json(nullptr)},
                      {"bootstrap", {{"resamples", e.resamples}, {"crossed", e.crossed},
                                     {"median", e.crossed ? json(e.median) : json(nullptr)},

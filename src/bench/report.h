@@ -34,6 +34,7 @@ struct PairCrossover {
   CrossoverEstimate estimate;
   // Which endpoint wins for short and for long outputs (the same one when they do not cross).
   size_t faster_short = 0, faster_long = 0;
+  bool comparable = false;  // both endpoints have a fit; otherwise nothing above is meaningful
 };
 
 struct Analysis {

@@ -23,7 +23,7 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 // Host memory outside llama.cpp's buffers, per process and per model, fitted to the resident
 // memory measured by tests/memory_plan_test.cpp (see docs/store.md, "Memory planner").
-constexpr uint64_t kBaseOverhead = 16ull << 20;   // ggml/llama bookkeeping, allocator slack
+constexpr uint64_t kBaseOverhead = 8ull << 20;    // ggml/llama bookkeeping, allocator slack
 constexpr uint64_t kBytesPerVocabString = 112;    // token/merge tables: string + map nodes
 
 bool IsGpuBuffer(ggml_backend_buffer_type_t buft) {
@@ -74,11 +74,9 @@ MemoryFootprint& MemoryFootprint::operator+=(const MemoryFootprint& other) {
 }
 
 std::string MemoryFootprint::Describe() const {
-  char buf[256];
-  std::snprintf(buf, sizeof(buf), "%s (weights %.2f GiB, KV cache %.2f GiB, compute %.2f GiB, other %.2f GiB%s)",
-                FormatBytes(total()).c_str(), weights / kGiB, kv_cache / kGiB, compute / kGiB, overhead / kGiB,
-                gpu > 0 ? (", " + FormatBytes(gpu) + " of it on the GPU").c_str() : "");
-  return buf;
+  return FormatBytes(total()) + " (weights " + FormatBytes(weights) + ", KV cache " + FormatBytes(kv_cache) +
+         ", compute " + FormatBytes(compute) + ", other " + FormatBytes(overhead) +
+         (gpu > 0 ? ", " + FormatBytes(gpu) + " of it on the GPU" : std::string()) + ")";
 }
 
 std::string FormatBytes(uint64_t bytes) {

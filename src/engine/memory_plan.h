@@ -32,7 +32,7 @@ struct MemoryFootprint {
   uint64_t total() const { return weights + kv_cache + compute + overhead; }
   uint64_t host() const { return total() - gpu; }
   MemoryFootprint& operator+=(const MemoryFootprint& other);
-  // "1.21 GiB (weights 0.50 GiB, KV cache 0.38 GiB, compute 0.30 GiB, other 0.03 GiB)"
+  // "1.21 GiB (weights 512.0 MiB, KV cache 384.0 MiB, compute 298.5 MiB, other 31.2 MiB)"
   std::string Describe() const;
 };
 

@@ -134,6 +134,12 @@ llama_context_params SchedulerContextParams(const SchedulerOptions& options) {
   params.n_batch = static_cast<uint32_t>(std::max(options.n_batch, options.n_slots));
   params.n_ubatch = params.n_batch;
   params.n_seq_max = static_cast<uint32_t>(2 * options.n_slots);  // a scratch sequence per slot
+  // A step asks for logits of at most one token per slot (a decoding slot's token, or the
+  // last prompt token of a prefilling one). Without this llama.cpp sizes its compute buffer
+  // for logits of every token of a batch: vocabulary × n_batch floats, ~300 MiB for a
+  // 150k-token vocabulary, allocated and never used.
+  // (llama.cpp wants room for at least one output per sequence, scratch sequences included.)
+  params.n_outputs_max = params.n_seq_max;
   params.n_threads = options.n_threads > 0 ? options.n_threads : DefaultThreadCount();
   params.n_threads_batch = params.n_threads;
   // One unified KV buffer lets sequences share cached prefixes (seq_cp is metadata only).
@@ -216,7 +222,7 @@ struct Slot {
   Clock::time_point first_token;
   bool has_first_token = false;
   bool at_document_start = false;  // the prompt renders as no text (e.g. BOS alone)
-  bool plain_greedy = false;  // argmax of the logits is the whole sampler (no chain needed)
+  bool plain_greedy = false;  // greedy without a grammar: Sample's argmax, no sampler chain
 };
 
 }  // namespace
@@ -460,7 +466,7 @@ void Scheduler::Impl::Admit(std::shared_ptr<Job> job) {
   slot.stream = std::make_unique<TextStream>(job->request_.sampling.stop);
   slot.sampler = MakeSampler(*model, job->request_.sampling);
   const SamplingParams& sp = job->request_.sampling;
-  slot.plain_greedy = sp.temperature <= 0.0f && sp.grammar.empty() && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0);
+  slot.plain_greedy = sp.temperature <= 0.0f && sp.grammar.empty();
   slot.last_used = ++use_counter;
   job->result_.stats.prompt_tokens = static_cast<int32_t>(prompt.size());
   job->result_.stats.cached_tokens = static_cast<int32_t>(prompt.size() - slot.pending.size());
@@ -577,29 +583,43 @@ int32_t Scheduler::Impl::ChooseWidth(int32_t candidates) {
   return best;
 }
 
-// Greedy decoding without penalties or grammar is an argmax: skip building the sampler's
-// candidate array over the whole vocabulary (~150k entries) for every token.
+// Greedy decoding without a grammar is an argmax, with llama.cpp's repeat penalty applied to
+// the few tokens in its window: skip building the sampler chain's candidate array over the
+// whole vocabulary (~150k entries) for every token. The result is the chain's: the same
+// penalty arithmetic on the same window (the last repeat_last_n generated tokens; llama.cpp
+// treats a negative repeat_last_n as 0), ties to the lowest token id as its greedy sampler.
 Token Scheduler::Impl::Sample(Slot& slot) {
   if (!slot.plain_greedy) return llama_sampler_sample(slot.sampler.get(), ctx, slot.batch_index);
-  const float* logits = llama_get_logits_ith(ctx, slot.batch_index);
-  const bool ignore_eos = slot.job->request_.sampling.ignore_eos;
-  const std::vector<Token>& eog = model->end_of_generation_tokens();
+  float* logits = llama_get_logits_ith(ctx, slot.batch_index);  // ours to overwrite: read once
+  const SamplingParams& sp = slot.job->request_.sampling;
+  if (sp.ignore_eos) {
+    for (Token t : model->end_of_generation_tokens()) logits[t] = -INFINITY;
+  }
+  std::vector<std::pair<Token, float>> window;  // distinct penalised tokens, raw logits
+  if (sp.repeat_penalty != 1.0f && sp.repeat_last_n > 0) {
+    const std::vector<Token>& generated = slot.job->result_.tokens;
+    const size_t n = std::min(generated.size(), static_cast<size_t>(sp.repeat_last_n));
+    for (auto it = generated.end() - static_cast<std::ptrdiff_t>(n); it != generated.end(); ++it) {
+      if (std::none_of(window.begin(), window.end(), [&](const auto& w) { return w.first == *it; })) {
+        window.emplace_back(*it, logits[*it]);
+        logits[*it] = -INFINITY;  // compared below with its penalised value
+      }
+    }
+  }
+  const int32_t n_vocab = model->info().n_vocab;
   Token best = 0;
   float best_logit = -INFINITY;
-  const int32_t n_vocab = model->info().n_vocab;
   for (int32_t t = 0; t < n_vocab; ++t) {
     if (logits[t] > best_logit) {
       best_logit = logits[t];
       best = t;
     }
   }
-  if (ignore_eos && std::find(eog.begin(), eog.end(), best) != eog.end()) {
-    best_logit = -INFINITY;
-    for (int32_t t = 0; t < n_vocab; ++t) {
-      if (logits[t] > best_logit && std::find(eog.begin(), eog.end(), t) == eog.end()) {
-        best_logit = logits[t];
-        best = t;
-      }
+  for (auto [token, raw] : window) {
+    const float penalised = raw <= 0 ? raw * sp.repeat_penalty : raw / sp.repeat_penalty;
+    if (penalised > best_logit || (penalised == best_logit && token < best)) {
+      best_logit = penalised;
+      best = token;
     }
   }
   return best;

@@ -98,7 +98,7 @@ describe('memory limit', () => {
     const r = await request(`${server.url}/api/generate`, { body: { model: 'tiny', prompt: 'x', stream: false } });
     assert.equal(r.status, 507, r.text);
     assert.match(r.body.error, /not enough memory to load model 'tiny:latest'/);
-    assert.match(r.body.error, /weights [\d.]+ GiB, KV cache [\d.]+ GiB/);
+    assert.match(r.body.error, /weights [\d.]+ (B|MiB|GiB), KV cache [\d.]+ (B|MiB|GiB)/);
     assert.match(r.body.error, /memory limit is 1\.0 MiB/);
     const v1 = await request(`${server.url}/v1/chat/completions`, {
       body: { model: 'tiny', messages: [{ role: 'user', content: 'x' }] },
