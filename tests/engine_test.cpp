@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "devtools/genlora.h"
 #include "engine/scheduler.h"
 #include "test_support.h"
 
@@ -79,6 +80,50 @@ TEST(Engine, GreedyWithRepeatPenaltyMatchesLlamaCppsSamplerChain) {
     r.sampling.repeat_last_n = 16;
     r.sampling.max_tokens = 60;
     EXPECT_EQ(s.Generate(std::move(r)).text, expected) << "repeat_penalty " << penalty;
+  }
+}
+
+// Modelfile ADAPTER: a LoRA adapter changes what the model generates; one made for another
+// shape, or a corrupt file, is a clear kInvalidModel error, never an abort.
+TEST(Engine, LoraAdapterIsAppliedAndAMismatchIsAClearError) {
+  const std::string tiny = hearth::test::TinyModelPath("starcoder");
+  const std::string lora = hearth::test::TempDir() + "/tiny-lora.gguf";
+  hearth::devtools::GenLoraOptions lo;
+  lo.output_path = lora;
+  hearth::devtools::GenerateLora(lo);
+  auto text = [&](const SchedulerOptions& so) {
+    auto model = Model::Load(tiny);
+    Scheduler s(model, so);
+    return s.Generate(Greedy(*model, "def main():", 16)).text;
+  };
+  SchedulerOptions so = SmallOptions();
+  const std::string plain = text(so);
+  so.lora_adapters = {lora};
+  const std::string adapted = text(so);
+  EXPECT_NE(adapted, plain);
+  EXPECT_EQ(text(so), adapted) << "deterministic with the adapter too";
+
+  const std::string wrong = hearth::test::TempDir() + "/wrong-shape-lora.gguf";
+  lo.shape = hearth::devtools::ShapeByName("qwen2.5-coder-0.5b");
+  lo.rank = 1;
+  lo.output_path = wrong;
+  hearth::devtools::GenerateLora(lo);
+  so.lora_adapters = {wrong};
+  try {
+    text(so);
+    FAIL() << "expected kInvalidModel";
+  } catch (const EngineError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidModel);
+    EXPECT_NE(std::string(e.what()).find("cannot be applied"), std::string::npos) << e.what();
+  }
+  const std::string corrupt = hearth::test::TempDir() + "/corrupt-lora.gguf";
+  std::ofstream(corrupt) << "GGUF\x03";
+  so.lora_adapters = {corrupt};
+  try {
+    text(so);
+    FAIL() << "expected kInvalidModel";
+  } catch (const EngineError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidModel);
   }
 }
 

@@ -39,7 +39,7 @@ std::string Line(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 void RegisterWithPool(engine::ModelPool* pool, store::Store& store, const store::Manifest& m) {
   if (pool == nullptr) return;
-  pool->Register(store.BlobPath(m.model.digest), m.name, m.Defaults());
+  pool->Register(store.BlobPath(m.model.digest), m.name, store.ServingDefaults(m));
 }
 
 // Runs a long store operation, streaming its progress as NDJSON when asked. An error before

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "devtools/genlora.h"
 #include "devtools/genmodel.h"
 
 namespace hearth::cli {
@@ -76,6 +77,25 @@ void AddDevCommands(CLI::App& app) {
   gen->add_option("--chat-template", args->chat_template,
                   "tokenizer.chat_template to write (default: ChatML)");
   gen->add_option("--out", args->out, "Output GGUF file")->required();
+
+  auto lora = std::make_shared<devtools::GenLoraOptions>();
+  auto lora_shape = std::make_shared<std::string>("tiny");
+  CLI::App* gen_lora = dev->add_subcommand("gen-lora", "Write a random-weight LoRA adapter for a gen-model shape");
+  gen_lora->add_option("--shape", *lora_shape, "Model shape")
+      ->check(CLI::IsMember({"tiny", "qwen2.5-coder-0.5b"}))
+      ->capture_default_str();
+  gen_lora->add_option("--rank", lora->rank, "LoRA rank")->capture_default_str();
+  gen_lora->add_option("--seed", lora->seed, "Seed of the random weights")->capture_default_str();
+  gen_lora->add_option("--out", lora->output_path, "Output GGUF file")->required();
+  gen_lora->callback([lora, lora_shape] {
+    try {
+      lora->shape = devtools::ShapeByName(*lora_shape);
+      devtools::GenerateLora(*lora);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hearth: %s\n", e.what());
+      throw CLI::RuntimeError(1);
+    }
+  });
 
   gen->callback([args] {
     try {

@@ -80,12 +80,15 @@ int Serve(ServeOptions o) {
   store::Store store(store::Store::DefaultRoot());
   for (const store::Manifest& m : store.List()) {
     try {
-      pool.Register(store.BlobPath(m.model.digest), m.name, m.Defaults());
+      pool.Register(store.BlobPath(m.model.digest), m.name, store.ServingDefaults(m));
     } catch (const engine::EngineError& e) {
       std::fprintf(stderr, "hearth: skipping stored model %s: %s\n", m.name.c_str(), e.what());
     }
   }
-  pool.SetLoadCheck([&store](const engine::RegisteredModel& m) { store.CheckBlobPath(m.path); });
+  pool.SetLoadCheck([&store](const engine::RegisteredModel& m) {
+    store.CheckBlobPath(m.path);
+    for (const std::string& adapter : m.defaults.adapters) store.CheckBlobPath(adapter);
+  });
   std::string default_model;
   for (const std::string& spec : o.models) {
     // NAME=FILE names the model; FILE alone is named after the file.

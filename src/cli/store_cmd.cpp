@@ -214,10 +214,6 @@ void RunCreate(const StoreArgs& a) {
   store::Manifest m = s.Create(a.name, mf, base, true, [&](const store::Progress& p) { return printer(p); });
   printer.Finish();
   std::fprintf(stderr, "success\n");
-  if (!m.adapters.empty()) {
-    std::fprintf(stderr, "note: %zu ADAPTER(s) recorded in the manifest; hearth does not apply LoRA adapters yet\n",
-                 m.adapters.size());
-  }
   PrintSummary(m);
 }
 
@@ -269,7 +265,7 @@ void RunShow(const StoreArgs& a) {
   if (m.system) block("System", *m.system);
   if (m.template_text) block("Template", *m.template_text);
   if (!m.adapters.empty()) {
-    std::printf("\n  Adapters (recorded only: hearth does not apply LoRA adapters yet)\n");
+    std::printf("\n  Adapters (LoRA, applied to every request)\n");
     for (const auto& ad : m.adapters) {
       std::printf("    %s  %s\n", ad.digest.c_str(), HumanBytes(static_cast<double>(ad.size)).c_str());
     }

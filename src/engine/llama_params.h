@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "engine/memory_plan.h"
 #include "llama.h"
@@ -22,6 +23,9 @@ MemoryFootprint ContextFootprint(const llama_context* ctx, bool include_weights)
 // Estimated host memory of a tokenizer whose GGUF metadata holds `strings` array strings of
 // `string_bytes` bytes in all (tokens and merges).
 uint64_t TokenizerBytesEstimate(uint64_t strings, uint64_t string_bytes);
+
+// Host memory LoRA adapters take once loaded (their files' sizes).
+uint64_t AdapterBytes(const std::vector<std::string>& paths);
 
 // The last error llama.cpp logged on this thread ("" if none since ClearLlamaError).
 std::string LastLlamaError();

@@ -4,6 +4,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -160,11 +161,22 @@ MemoryFootprint ModelDryRun::Plan(const SchedulerOptions& options) const {
   }
   MemoryFootprint f = ContextFootprint(ctx.get(), true);
   f.overhead += impl_->host_overhead;
+  f.weights += AdapterBytes(options.lora_adapters);
   return f;
 }
 
 MemoryFootprint PlanModelMemory(const std::string& path, const SchedulerOptions& options, const ModelLoadOptions& load) {
   return ModelDryRun(path, load).Plan(options);
+}
+
+uint64_t AdapterBytes(const std::vector<std::string>& paths) {
+  uint64_t total = 0;
+  for (const std::string& path : paths) {  // F32/F16 tensors copied into host buffers as stored
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(path, ec);
+    if (!ec) total += size;
+  }
+  return total;
 }
 
 uint64_t ModelHostOverhead(const ModelInfo& info) { return kBaseOverhead + info.tokenizer_bytes; }

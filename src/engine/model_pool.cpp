@@ -189,6 +189,7 @@ std::unique_ptr<ModelLease> ModelPool::Acquire(const std::string& name, std::opt
     dry.emplace(reg.path);
   }
   SchedulerOptions so = options_.scheduler;
+  so.lora_adapters = reg.defaults.adapters;
   int32_t default_ctx = so.n_ctx > 0 ? so.n_ctx : 4096;
   const int32_t n_ctx_train = model ? model->info().n_ctx_train : dry->n_ctx_train();
   if (n_ctx_train > 0) default_ctx = std::min(default_ctx, n_ctx_train);

@@ -41,6 +41,7 @@ struct ModelDefaults {
   std::vector<std::string> stop;
   std::string system;         // used when the request has no system message
   std::string template_text;  // a chat template (name or source) instead of the model's
+  std::vector<std::string> adapters;  // LoRA adapter files (ADAPTER), applied to every request
   // Overwrites the sampling fields this sets (num_predict -> max_tokens, negative: unlimited).
   void ApplyTo(SamplingParams& s) const;
 };

@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "engine/gguf_check.h"
 #include "engine/llama_params.h"
 #include "engine/text_stream.h"
 #include "ggml-cpu.h"
@@ -232,6 +233,7 @@ struct Scheduler::Impl {
   SchedulerOptions options;
   llama_context* ctx = nullptr;
   std::unique_ptr<ThreadPool> threads;  // freed after ctx, in ~Impl
+  std::vector<llama_adapter_lora*> adapters;  // freed after ctx, in ~Impl
   llama_memory_t memory = nullptr;
   llama_batch batch{};
   std::vector<Slot> slots;
@@ -260,6 +262,7 @@ struct Scheduler::Impl {
     if (batch.token != nullptr) llama_batch_free(batch);
     if (ctx != nullptr) llama_free(ctx);
     threads.reset();
+    for (llama_adapter_lora* a : adapters) llama_adapter_lora_free(a);
   }
 
   void Run();
@@ -297,7 +300,26 @@ Scheduler::Scheduler(std::shared_ptr<Model> model, const SchedulerOptions& optio
                                                 model_->info().name + "' (out of memory?)");
   }
   s.threads = std::make_unique<ThreadPool>(s.ctx, options_.n_threads);
+  for (const std::string& path : options_.lora_adapters) {
+    CheckGgufFile(path);  // an adapter is as untrusted as a model
+    ClearLlamaError();
+    llama_adapter_lora* adapter = llama_adapter_lora_init(model_->raw(), path.c_str());
+    if (adapter == nullptr) {
+      std::string why = LastLlamaError();
+      throw EngineError(ErrorKind::kInvalidModel, "LoRA adapter '" + path + "' cannot be applied to model '" +
+                                                      model_->info().name + "': " +
+                                                      (why.empty() ? "llama.cpp could not load it" : why));
+    }
+    s.adapters.push_back(adapter);
+  }
+  if (!s.adapters.empty()) {
+    std::vector<float> scales(s.adapters.size(), 1.0f);
+    if (llama_set_adapters_lora(s.ctx, s.adapters.data(), s.adapters.size(), scales.data()) != 0) {
+      throw EngineError(ErrorKind::kInternal, "llama.cpp could not apply the LoRA adapters to '" + model_->info().name + "'");
+    }
+  }
   footprint_ = ContextFootprint(s.ctx, true);
+  footprint_.weights += AdapterBytes(options_.lora_adapters);
   s.memory = llama_get_memory(s.ctx);
   s.batch = llama_batch_init(static_cast<int32_t>(params.n_batch), 0, 1);
   s.slots.resize(static_cast<size_t>(options_.n_slots));

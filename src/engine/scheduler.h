@@ -107,6 +107,9 @@ struct SchedulerOptions {
   bool prefix_cache = true;
   int32_t cache_reuse_min_tokens = 32;  // smallest shifted tail worth reusing; 0 disables
   KvCacheType kv_type = KvCacheType::kF16;
+  // LoRA adapter files (GGUF, llama.cpp's adapter format) applied at scale 1 to every
+  // generation; each is validated like a model file. A mismatch with the model: kInvalidModel.
+  std::vector<std::string> lora_adapters;
 };
 
 struct SlotState {

@@ -6,7 +6,7 @@
 //                                         repeat_penalty seed num_predict (stop repeatable)
 //   SYSTEM <text>                         at most once
 //   TEMPLATE <text>                       at most once
-//   ADAPTER <LoRA GGUF path>              repeatable; recorded, not applied by the engine yet
+//   ADAPTER <LoRA GGUF path>              repeatable; applied at scale 1 to every request
 //   LICENSE <text>                        repeatable; kept with the model
 // A value is the rest of the line, a "double-quoted string" (JSON escapes: \" \\ \n \t
 // \uXXXX), or a """triple-quoted block""" that may span lines and is taken verbatim.

@@ -433,6 +433,12 @@ std::string Store::DefaultRoot() {
   return std::string(home != nullptr && *home != '\0' ? home : ".") + "/.local/share/hearth/models";
 }
 
+engine::ModelDefaults Store::ServingDefaults(const Manifest& m) const {
+  engine::ModelDefaults d = m.Defaults();
+  for (const BlobRef& adapter : m.adapters) d.adapters.push_back(BlobPath(adapter.digest));
+  return d;
+}
+
 std::string Store::BlobPath(const std::string& digest) const {
   std::string d = NormalizeDigest(digest);
   if (d.empty()) throw EngineError(ErrorKind::kInvalidRequest, "'" + Printable(digest) + "' is not a sha256 digest");

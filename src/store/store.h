@@ -59,7 +59,7 @@ struct BlobRef {
 // manifests/<name>/<tag>.json:
 //   {"schema": 1, "name": "coder:latest",
 //    "model": {"digest": "sha256:…", "size": 123},
-//    "adapters": [{"digest": "sha256:…", "size": 45}],      LoRA, recorded only (not applied yet)
+//    "adapters": [{"digest": "sha256:…", "size": 45}],      LoRA, applied by the server
 //    "parameters": {"num_ctx": 8192, "stop": ["<|im_end|>"]},  applied by the server (see docs)
 //    "system": "…", "template": "…", "license": ["…"],        present only when set
 //    "source": "https://…" | "import:/abs/path" | "create:<from>" | "mirror:<url>",
@@ -135,6 +135,8 @@ class Store {
 
   const std::string& root() const { return root_; }
   std::string BlobPath(const std::string& digest) const;  // digest must be valid
+  // What the server applies for a stored model: Manifest::Defaults() plus its adapters' blobs.
+  engine::ModelDefaults ServingDefaults(const Manifest& m) const;
   std::string PartialDir() const;
   std::string TempDir() const;
   std::string ConfigPath() const;

@@ -25,6 +25,11 @@ describe('stored models: Modelfile defaults, ps, delete', () => {
     writeFileSync(modelfile, 'FROM tiny\nPARAMETER num_predict 3\nPARAMETER temperature 0\nSYSTEM "You are terse."\n');
     r = runHearth(['create', 'tiny-terse', '-f', modelfile], { env });
     assert.equal(r.status, 0, r.stderr);
+    r = runHearth(['dev', 'gen-lora', '--out', path.join(store, 'lora.gguf')]);
+    assert.equal(r.status, 0, r.stderr);
+    writeFileSync(path.join(store, 'Modelfile.lora'), 'FROM tiny\nADAPTER ./lora.gguf\n');
+    r = runHearth(['create', 'tiny-lora', '-f', path.join(store, 'Modelfile.lora')], { env });
+    assert.equal(r.status, 0, r.stderr);
     server = await startServer({ env, args: ['--ctx', '512', '--parallel', '2'] });
     ollama = new Ollama({ host: server.url });
   });
@@ -55,6 +60,17 @@ describe('stored models: Modelfile defaults, ps, delete', () => {
       messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'hi' }],
     });
     assert.ok(own.prompt_eval_count < withDefault.prompt_eval_count, 'the request\'s system message replaces the default');
+  });
+
+  test('ADAPTER: the LoRA adapter changes what the model generates', T, async () => {
+    const options = { temperature: 0, num_predict: 12 };
+    const base = await ollama.generate({ model: 'tiny', prompt: 'def main():', stream: false, options });
+    const adapted = await ollama.generate({ model: 'tiny-lora', prompt: 'def main():', stream: false, options });
+    assert.notEqual(adapted.response, base.response);
+    const again = await ollama.generate({ model: 'tiny-lora', prompt: 'def main():', stream: false, options });
+    assert.equal(again.response, adapted.response);
+    const show = runHearth(['show', 'tiny-lora'], { env });
+    assert.match(show.stdout, /Adapters \(LoRA, applied to every request\)/);
   });
 
   test('/api/ps and `hearth ps` show the real footprint of each loaded model', T, async () => {
