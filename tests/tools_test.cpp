@@ -95,11 +95,17 @@ TEST(ChatTools, AutoRendersToolsAndALazyGrammar) {
   EXPECT_TRUE(chat.grammar_prefix.empty()) << "a lazy grammar starts at its trigger";
 }
 
-TEST(ChatTools, RequiredGivesAStrictGrammarFromTheGenerationPrompt) {
+TEST(ChatTools, RequiredStartsTheReplyWithTheCallUnderAStrictGrammar) {
   RenderedChat chat = RenderChat(*ToolModel(), Ask({Weather()}, ToolChoice::Mode::kRequired));
   ASSERT_FALSE(chat.grammar.empty());
   EXPECT_FALSE(chat.grammar_lazy);
-  EXPECT_EQ(chat.grammar_prefix, "<|im_start|>assistant\n");
+  EXPECT_EQ(chat.grammar_prefix, "<tool_call>\n");  // the trigger llama.cpp reports for Qwen's format
+  EXPECT_TRUE(chat.prompt.ends_with("<|im_start|>assistant\n<tool_call>\n")) << chat.prompt;
+  // The parser reads the reply with the marker the prompt supplied.
+  auto reply = chat.parser.Parse("{\"name\": \"get_weather\", \"arguments\": {\"unit\": \"f\"}}\n</tool_call>", false);
+  ASSERT_EQ(reply.tool_calls.size(), 1u);
+  EXPECT_EQ(json::parse(reply.tool_calls[0].arguments), json({{"unit", "f"}}));
+  EXPECT_EQ(reply.content, "");
   hearth::engine::SamplingParams sampling;
   sampling.stop = {"END"};
   chat.ApplyTo(sampling);

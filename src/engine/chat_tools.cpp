@@ -12,6 +12,7 @@ namespace hearth::engine {
 
 struct ChatReplyParser::Impl {
   common_chat_parser_params params;
+  std::string prefix;  // reply text the prompt supplied (a forced call's marker)
 };
 
 namespace {
@@ -57,12 +58,12 @@ ChatReply ChatReplyParser::Parse(std::string_view text, bool partial) const {
   }
   common_chat_msg msg;
   try {
-    msg = common_chat_parse(std::string(text), partial, impl_->params);
+    msg = common_chat_parse(impl_->prefix + std::string(text), partial, impl_->params);
   } catch (const std::exception& e) {
     // The model wrote something outside its own format (a malformed call, or text after
     // it): what it wrote is still its answer.
     if (partial) return reply;  // keep holding back: the rest may make it parse
-    reply.content = std::string(text);
+    reply.content = impl_->prefix + std::string(text);
     return reply;
   }
   reply.content = std::move(msg.content);
@@ -146,12 +147,34 @@ RenderedChat RenderChat(const Model& model, const ChatRequest& request) {
     }
   }
 
-  common_chat_params params;
-  try {
-    params = common_chat_templates_apply(templates.get(), inputs);
-  } catch (const std::exception& e) {
-    throw EngineError(ErrorKind::kInvalidRequest,
-                      "the chat template of model '" + name + "' could not render this conversation: " + e.what());
+  auto apply = [&](const common_chat_templates_inputs& in) {
+    try {
+      return common_chat_templates_apply(templates.get(), in);
+    } catch (const std::exception& e) {
+      throw EngineError(ErrorKind::kInvalidRequest,
+                        "the chat template of model '" + name + "' could not render this conversation: " + e.what());
+    }
+  };
+  common_chat_params params = apply(inputs);
+  // A required call: llama.cpp's grammar for it lets the model write free text before the
+  // first call, which a small model may never leave. Instead the reply starts with the call
+  // marker (the trigger of llama.cpp's grammar for "auto"), and that grammar, which begins
+  // at the marker, applies from the first token. Not for thinking templates: they reason
+  // before calling.
+  std::string call_start;
+  if (tools_active && inputs.tool_choice == COMMON_CHAT_TOOL_CHOICE_REQUIRED && params.thinking_start_tag.empty()) {
+    common_chat_templates_inputs auto_inputs = inputs;
+    auto_inputs.tool_choice = COMMON_CHAT_TOOL_CHOICE_AUTO;
+    common_chat_params lazy = apply(auto_inputs);
+    auto word = std::find_if(lazy.grammar_triggers.begin(), lazy.grammar_triggers.end(), [](const common_grammar_trigger& t) {
+      return t.type == COMMON_GRAMMAR_TRIGGER_TYPE_WORD && !t.value.empty();
+    });
+    if (lazy.grammar_lazy && !lazy.grammar.empty() && word != lazy.grammar_triggers.end() && lazy.prompt == params.prompt) {
+      call_start = word->value;
+      params = std::move(lazy);
+      params.grammar_lazy = false;
+      params.grammar_triggers.clear();
+    }
   }
   if (tools_active && inputs.tool_choice == COMMON_CHAT_TOOL_CHOICE_REQUIRED && params.grammar.empty()) {
     // Without a grammar nothing makes the model call a tool: say so rather than pretend.
@@ -162,7 +185,7 @@ RenderedChat RenderChat(const Model& model, const ChatRequest& request) {
   }
 
   RenderedChat out;
-  out.prompt = std::move(params.prompt);
+  out.prompt = std::move(params.prompt) + call_start;
   out.tools_active = tools_active;
   out.stops = std::move(params.additional_stops);
   for (const std::string& text : params.preserved_tokens) {
@@ -196,15 +219,16 @@ RenderedChat RenderChat(const Model& model, const ChatRequest& request) {
       throw EngineError(ErrorKind::kInternal, "llama.cpp gave a lazy tool-call grammar without triggers for model '" +
                                                   name + "'");
     }
-    // A strict grammar starts at the template's generation prompt, which the prompt
-    // already ends with.
-    if (!out.grammar_lazy) out.grammar_prefix = params.generation_prompt;
+    // A strict grammar starts where the prompt's end already put the reply: at the call
+    // marker, or else at the template's generation prompt.
+    if (!out.grammar_lazy) out.grammar_prefix = call_start.empty() ? params.generation_prompt : call_start;
   }
   auto impl = std::make_shared<ChatReplyParser::Impl>();
   impl->params = common_chat_parser_params(params);
   impl->params.reasoning_format = inputs.reasoning_format;
   impl->params.parse_tool_calls = tools_active;
   if (!params.parser.empty()) impl->params.parser.load(params.parser);
+  impl->prefix = call_start;
   out.parser.impl_ = std::move(impl);
   return out;
 }

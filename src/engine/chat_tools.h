@@ -2,8 +2,9 @@
 //
 // RenderChat renders the conversation with the model's Jinja chat template, tools included,
 // and returns what generation needs besides the prompt: a grammar that makes a tool call
-// well-formed (lazy: armed only when the model starts one; strict: a call is required),
-// extra stop strings, and a parser for the reply. ChatReplyParser turns the generated text
+// well-formed (lazy: armed only when the model starts one; strict: a call is required, and
+// the prompt then ends with the call's marker so the reply is the call), extra stop
+// strings, and a parser for the reply. ChatReplyParser turns the generated text
 // back into content and tool calls. The tool-call syntax is whatever the template uses
 // (Qwen's <tool_call>, Llama 3's JSON, Mistral's [TOOL_CALLS], ...): llama.cpp derives it
 // from the template, so hearth has no per-model code.
