@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <unistd.h>
@@ -53,6 +55,20 @@ std::string TinyModelPath(const std::string& vocab) {
   devtools::GenerateModel(options);
   made[vocab] = options.output_path;
   return options.output_path;
+}
+
+std::string ToolModelPath() {
+  static const std::string path = [] {
+    std::ifstream in(devtools::BundledTemplatePath("Qwen-Qwen2.5-7B-Instruct"), std::ios::binary);
+    devtools::GenModelOptions options;
+    options.shape = devtools::TinyShape();
+    options.vocab = "qwen2";
+    options.chat_template.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    options.output_path = (fs::path(TempDir()) / "tiny-tools.gguf").string();
+    devtools::GenerateModel(options);
+    return options.output_path;
+  }();
+  return path;
 }
 
 }  // namespace hearth::test

@@ -17,6 +17,9 @@ std::string StoriesModelPath();
 std::string TempDir();
 // A tiny random-weight qwen2 model with the given bundled vocab, generated once per process.
 std::string TinyModelPath(const std::string& vocab = "starcoder");
+// A tiny random-weight model whose chat template can call tools: Qwen2.5-Instruct's (bundled
+// with llama.cpp) over the qwen2 vocab. Generated once per process.
+std::string ToolModelPath();
 
 }  // namespace hearth::test
 

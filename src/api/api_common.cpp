@@ -1,5 +1,6 @@
 #include "api/api_common.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <ctime>
@@ -185,11 +186,71 @@ std::string GrammarForFormat(const json& format, const char* field) {
   throw ApiError(400, std::string("'") + field + "' must be \"json\" or a JSON schema object", field);
 }
 
+namespace {
+
+std::vector<engine::ToolCall> ParseToolCalls(const json& calls, const std::string& where, bool openai) {
+  const std::string field = where + ".tool_calls";
+  if (!calls.is_array()) throw ApiError(400, "'" + field + "' must be an array of tool calls", "messages");
+  std::vector<engine::ToolCall> out;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const json& c = calls[i];
+    const std::string at = field + "[" + std::to_string(i) + "]";
+    if (!c.is_object()) throw ApiError(400, "'" + at + "' must be an object with 'function'", "messages");
+    engine::ToolCall call;
+    if (auto id = c.find("id"); id != c.end() && !id->is_null()) {
+      if (!id->is_string()) throw ApiError(400, "'" + at + ".id' must be a string", "messages");
+      call.id = id->get<std::string>();
+    } else if (openai) {
+      throw ApiError(400, "'" + at + ".id' is required", "messages");
+    }
+    if (auto type = c.find("type"); type != c.end() && !type->is_null()) {
+      if (*type != "function") throw ApiError(400, "'" + at + ".type' must be \"function\"", "messages");
+    } else if (openai) {
+      throw ApiError(400, "'" + at + ".type' is required and must be \"function\"", "messages");
+    }
+    auto fn = c.find("function");
+    if (fn == c.end() || !fn->is_object()) throw ApiError(400, "'" + at + ".function' must be an object with 'name' and 'arguments'", "messages");
+    auto name = fn->find("name");
+    if (name == fn->end() || !name->is_string() || name->get<std::string>().empty()) {
+      throw ApiError(400, "'" + at + ".function.name' must be a non-empty string", "messages");
+    }
+    call.name = name->get<std::string>();
+    auto args = fn->find("arguments");
+    if (args == fn->end() || args->is_null()) {
+      call.arguments = "{}";
+    } else if (args->is_string()) {
+      // OpenAI sends the arguments as JSON text; the template needs to read them.
+      json parsed = json::parse(args->get<std::string>(), nullptr, false);
+      if (parsed.is_discarded() || !parsed.is_object()) {
+        throw ApiError(400, "'" + at + ".function.arguments' must be a JSON object encoded as a string", "messages");
+      }
+      call.arguments = args->get<std::string>();
+    } else if (args->is_object() && !openai) {
+      call.arguments = args->dump();
+    } else {
+      throw ApiError(400, "'" + at + ".function.arguments' must be " +
+                              std::string(openai ? "a string holding a JSON object" : "an object"), "messages");
+    }
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
+std::string OptMessageString(const json& m, const char* key, const std::string& where) {
+  auto it = m.find(key);
+  if (it == m.end() || it->is_null()) return {};
+  if (!it->is_string()) throw ApiError(400, "'" + where + "." + key + "' must be a string", "messages");
+  return it->get<std::string>();
+}
+
+}  // namespace
+
 std::vector<engine::ChatMessage> ParseChatMessages(const json& body, bool openai) {
   auto it = body.find("messages");
   if (it == body.end() || !it->is_array()) throw ApiError(400, "'messages' must be an array of {role, content}", "messages");
   if (it->size() > 10000) throw ApiError(400, "'messages' may have at most 10000 items", "messages");
   std::vector<engine::ChatMessage> out;
+  std::map<std::string, std::string> call_names;  // tool call id -> function name
   size_t i = 0;
   for (const json& m : *it) {
     std::string where = "messages[" + std::to_string(i++) + "]";
@@ -201,23 +262,121 @@ std::vector<engine::ChatMessage> ParseChatMessages(const json& body, bool openai
       throw ApiError(400, "'" + where + ".role' must be one of system, user, assistant, tool", "messages");
     }
     if (r == "developer") r = "system";
-    std::string content;
+    engine::ChatMessage message;
+    message.role = r;
     auto c = m.find("content");
     if (c != m.end() && c->is_string()) {
-      content = c->get<std::string>();
+      message.content = c->get<std::string>();
     } else if (c != m.end() && c->is_array() && openai) {
       for (const json& part : *c) {  // OpenAI content parts: only text is supported
         if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
           throw ApiError(400, "'" + where + ".content' parts must be {\"type\": \"text\", \"text\": ...}; images are not supported", "messages");
         }
-        content += part["text"].get<std::string>();
+        message.content += part["text"].get<std::string>();
       }
     } else if (c != m.end() && !c->is_null()) {
       throw ApiError(400, "'" + where + ".content' must be a string", "messages");
     }
-    out.push_back({r, content});
+    if (auto calls = m.find("tool_calls"); calls != m.end() && !calls->is_null()) {
+      if (r != "assistant") throw ApiError(400, "'" + where + ".tool_calls' is only allowed on assistant messages", "messages");
+      message.tool_calls = ParseToolCalls(*calls, where, openai);
+      for (const engine::ToolCall& call : message.tool_calls) {
+        if (!call.id.empty()) call_names[call.id] = call.name;
+      }
+    }
+    if (r == "tool") {
+      message.tool_call_id = OptMessageString(m, "tool_call_id", where);
+      if (openai && message.tool_call_id.empty()) {
+        throw ApiError(400, "'" + where + ".tool_call_id' is required on tool messages", "messages");
+      }
+      message.tool_name = OptMessageString(m, "tool_name", where);  // Ollama
+      if (message.tool_name.empty()) message.tool_name = OptMessageString(m, "name", where);
+      if (message.tool_name.empty()) {
+        auto known = call_names.find(message.tool_call_id);
+        if (known != call_names.end()) message.tool_name = known->second;
+      }
+    }
+    out.push_back(std::move(message));
   }
   return out;
+}
+
+std::vector<engine::ToolSpec> ParseTools(const json& body, bool require_type) {
+  auto it = body.find("tools");
+  if (it == body.end() || it->is_null()) return {};
+  if (!it->is_array()) throw ApiError(400, "'tools' must be an array of {type: \"function\", function: {...}}", "tools");
+  if (it->size() > 128) throw ApiError(400, "'tools' may have at most 128 items", "tools");
+  std::vector<engine::ToolSpec> out;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& t = (*it)[i];
+    const std::string at = "tools[" + std::to_string(i) + "]";
+    if (!t.is_object()) throw ApiError(400, "'" + at + "' must be an object {type: \"function\", function: {...}}", "tools");
+    auto type = t.find("type");
+    if ((type == t.end() || type->is_null()) ? require_type : *type != "function") {
+      throw ApiError(400, "'" + at + ".type' must be \"function\" (the only tool type)", "tools");
+    }
+    auto fn = t.find("function");
+    if (fn == t.end() || !fn->is_object()) throw ApiError(400, "'" + at + ".function' must be an object with 'name'", "tools");
+    engine::ToolSpec spec;
+    auto name = fn->find("name");
+    if (name == fn->end() || !name->is_string()) throw ApiError(400, "'" + at + ".function.name' must be a string", "tools");
+    spec.name = name->get<std::string>();
+    // OpenAI's rule: a-z, A-Z, 0-9, underscores and dashes, at most 64.
+    bool valid = !spec.name.empty() && spec.name.size() <= 64 &&
+                 std::all_of(spec.name.begin(), spec.name.end(), [](unsigned char ch) { return std::isalnum(ch) || ch == '_' || ch == '-'; });
+    if (!valid) {
+      throw ApiError(400, "'" + at + ".function.name' must be 1 to 64 letters, digits, underscores or dashes", "tools");
+    }
+    for (const engine::ToolSpec& other : out) {
+      if (other.name == spec.name) throw ApiError(400, "'" + at + ".function.name': the tool '" + spec.name + "' is declared twice", "tools");
+    }
+    if (auto d = fn->find("description"); d != fn->end() && !d->is_null()) {
+      if (!d->is_string()) throw ApiError(400, "'" + at + ".function.description' must be a string", "tools");
+      spec.description = d->get<std::string>();
+    }
+    if (auto p = fn->find("parameters"); p != fn->end() && !p->is_null()) {
+      if (!p->is_object()) throw ApiError(400, "'" + at + ".function.parameters' must be a JSON schema object", "tools");
+      // The schema becomes the grammar of the call's arguments: check it converts.
+      try {
+        engine::JsonSchemaToGrammar(p->dump());
+      } catch (const EngineError& e) {
+        throw ApiError(400, "'" + at + ".function.parameters': " + e.what(), "tools");
+      }
+      spec.parameters = p->dump();
+    }
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+engine::ToolChoice ParseToolChoice(const json& body, const std::vector<engine::ToolSpec>& tools) {
+  engine::ToolChoice choice;
+  auto it = body.find("tool_choice");
+  if (it == body.end() || it->is_null()) return choice;
+  const std::string bad = "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}";
+  if (it->is_string()) {
+    std::string v = it->get<std::string>();
+    if (v == "auto") choice.mode = engine::ToolChoice::Mode::kAuto;
+    else if (v == "none") choice.mode = engine::ToolChoice::Mode::kNone;
+    else if (v == "required") choice.mode = engine::ToolChoice::Mode::kRequired;
+    else throw ApiError(400, bad, "tool_choice");
+  } else if (it->is_object()) {
+    auto fn = it->find("function");
+    if (it->value("type", json()) != "function" || fn == it->end() || !fn->is_object() || !fn->contains("name") ||
+        !(*fn)["name"].is_string()) {
+      throw ApiError(400, bad, "tool_choice");
+    }
+    choice.mode = engine::ToolChoice::Mode::kFunction;
+    choice.function = (*fn)["name"].get<std::string>();
+    bool known = std::any_of(tools.begin(), tools.end(), [&](const engine::ToolSpec& t) { return t.name == choice.function; });
+    if (!known) throw ApiError(400, "'tool_choice' names the function '" + choice.function + "', which is not in 'tools'", "tool_choice");
+  } else {
+    throw ApiError(400, bad, "tool_choice");
+  }
+  if (tools.empty() && choice.mode != engine::ToolChoice::Mode::kNone && choice.mode != engine::ToolChoice::Mode::kAuto) {
+    throw ApiError(400, "'tool_choice' needs 'tools'", "tool_choice");
+  }
+  return choice;
 }
 
 HttpResponse JsonResponse(const json& body, int status, Headers extra) {

@@ -53,9 +53,19 @@ std::optional<std::vector<std::string>> OptStringList(const json& j, const char*
 // (negative: random), stop. Only the fields present are set.
 void ApplySharedSamplingFields(const json& j, engine::SamplingParams& s);
 
-// 'messages' as [{role, content}]; with allow_content_parts, OpenAI's [{type: text, text}]
-// content arrays too. Roles: system, user, assistant, tool (developer -> system).
-std::vector<engine::ChatMessage> ParseChatMessages(const json& body, bool allow_content_parts);
+// 'messages' as [{role, content}]; with openai, OpenAI's [{type: text, text}] content arrays
+// too. Roles: system, user, assistant, tool (developer -> system). Assistant messages may
+// carry tool_calls [{id, type, function: {name, arguments}}] (arguments: a JSON string for
+// OpenAI, an object for Ollama); tool messages tool_call_id (required by OpenAI) and
+// name/tool_name (taken from the matching call when absent).
+std::vector<engine::ChatMessage> ParseChatMessages(const json& body, bool openai);
+
+// 'tools' as [{type: "function", function: {name, description, parameters}}] (both surfaces
+// use this shape; Ollama's clients may leave out type). [] when absent.
+std::vector<engine::ToolSpec> ParseTools(const json& body, bool require_type);
+// 'tool_choice': "auto" | "none" | "required" | {type: "function", function: {name}}, the
+// name one of `tools`. Absent: auto.
+engine::ToolChoice ParseToolChoice(const json& body, const std::vector<engine::ToolSpec>& tools);
 
 // A token id from JSON; values outside int32 are rejected rather than wrapped (the model's
 // vocabulary size is checked later, by the engine).

@@ -7,6 +7,8 @@
 
 #include <openssl/evp.h>
 
+#include "engine/chat_tools.h"
+
 namespace hearth::api {
 
 using json = nlohmann::json;
@@ -95,6 +97,7 @@ ModelCard DescribeModel(router::Router& router, const std::string& name) {
   card.capabilities = json::array({"completion"});
   if (info.fim.available()) card.capabilities.push_back("insert");
   card.capabilities.push_back("embedding");
+  if (engine::TemplateSupportsTools(*model)) card.capabilities.push_back("tools");
 
   // Ollama's template language, rendered from what the model really does: the FIM branch
   // uses the vocabulary's own FIM tokens; the chat branch is described by the chat template.

@@ -112,6 +112,10 @@ void Chat(router::Router& router, const HttpRequest& http, Responder& out) {
   r.endpoint = router::Endpoint::kChat;
   ApplyCommon(router, body, r);
   r.messages = ParseChatMessages(body, false);
+  r.tools = ParseTools(body, false);
+  // Ollama has no tool_choice or parallel_tool_calls; hearth accepts OpenAI's (an extension).
+  r.tool_choice = ParseToolChoice(body, r.tools);
+  r.parallel_tool_calls = OptBool(body, "parallel_tool_calls").value_or(true);  // Ollama models may call several
   bool stream = OptBool(body, "stream").value_or(true);
   if (r.messages.empty()) {  // Ollama: no messages loads the model
     router.Preload(r.model, r.keep_alive);
@@ -132,10 +136,30 @@ void Chat(router::Router& router, const HttpRequest& http, Responder& out) {
     };
   }
   router::InferenceResult res = router.Generate(r, cb, out.cancel_flag());
-  json final = {{"model", r.model}, {"created_at", Rfc3339Now()},
-                {"message", {{"role", "assistant"}, {"content", stream ? "" : res.text}}}, {"done", true},
-                {"done_reason", res.finish_reason}, {"hearth_route", res.route}};
+  // Ollama's shape: arguments as an object, no type. The id is extra: a client may send it
+  // back as the tool message's tool_call_id.
+  json calls = json::array();
+  for (size_t i = 0; i < res.tool_calls.size(); ++i) {
+    const engine::ToolCall& call = res.tool_calls[i];
+    json args = json::parse(call.arguments, nullptr, false);
+    if (args.is_discarded()) args = call.arguments;  // cut short (num_predict): pass the text on
+    calls.push_back({{"id", call.id}, {"function", {{"index", i}, {"name", call.name}, {"arguments", args}}}});
+  }
+  json message = {{"role", "assistant"}, {"content", stream ? "" : res.text}};
+  if (!res.reasoning.empty() && !stream) message["thinking"] = res.reasoning;
+  if (!calls.empty() && !stream) message["tool_calls"] = calls;
+  const std::string done_reason = res.finish_reason == "tool_calls" ? "stop" : res.finish_reason;  // as Ollama says
+  json final = {{"model", r.model}, {"created_at", Rfc3339Now()}, {"message", message}, {"done", true},
+                {"done_reason", done_reason}, {"hearth_route", res.route}};
   final.update(Stats(res));
+  if (stream && (!calls.empty() || !res.reasoning.empty())) {
+    // Held back while they formed; Ollama streams tool calls in a chunk of their own.
+    json whole = {{"role", "assistant"}, {"content", ""}};
+    if (!res.reasoning.empty()) whole["thinking"] = res.reasoning;
+    if (!calls.empty()) whole["tool_calls"] = calls;
+    json chunk = {{"model", r.model}, {"created_at", Rfc3339Now()}, {"message", whole}, {"done", false}};
+    s.Write(chunk.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  }
   if (stream) {
     s.Write(final.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
     s.End();

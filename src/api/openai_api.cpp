@@ -86,7 +86,21 @@ json Usage(const router::InferenceResult& res) {
           {"prompt_tokens_details", {{"cached_tokens", res.cached_tokens}}}};
 }
 
-std::string OpenAIFinish(const std::string& finish) { return finish == "length" ? "length" : "stop"; }
+std::string OpenAIFinish(const std::string& finish) {
+  return finish == "length" || finish == "tool_calls" ? finish : "stop";
+}
+
+// message.tool_calls / a streamed delta's tool_calls (with index when streaming).
+json ToolCallsJson(const std::vector<engine::ToolCall>& calls, bool with_index) {
+  json out = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    json call = {{"id", calls[i].id}, {"type", "function"},
+                 {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+    if (with_index) call["index"] = i;
+    out.push_back(std::move(call));
+  }
+  return out;
+}
 
 void ChatCompletions(router::Router& router, const HttpRequest& http, Responder& out) {
   json body = ParseJsonObject(http);
@@ -96,9 +110,9 @@ void ChatCompletions(router::Router& router, const HttpRequest& http, Responder&
   ApplySampling(router, body, r, -1);
   r.messages = ParseChatMessages(body, true);
   if (r.messages.empty()) throw ApiError(400, "'messages' must not be empty", "messages");
-  if (auto it = body.find("tools"); it != body.end() && !it->is_null() && !it->empty()) {
-    throw ApiError(400, "'tools' are not supported by this model's built-in chat template yet", "tools");
-  }
+  r.tools = ParseTools(body, true);
+  r.tool_choice = ParseToolChoice(body, r.tools);
+  r.parallel_tool_calls = OptBool(body, "parallel_tool_calls").value_or(true);  // OpenAI's default
   bool stream = OptBool(body, "stream").value_or(false);
   bool include_usage = false;
   if (auto it = body.find("stream_options"); it != body.end() && it->is_object()) {
@@ -121,6 +135,27 @@ void ChatCompletions(router::Router& router, const HttpRequest& http, Responder&
   }
   router::InferenceResult res = router.Generate(r, cb, out.cancel_flag());
   if (stream) {
+    auto chunk = [&](json delta) {
+      return Sse({{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", r.model},
+                  {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", nullptr}}})}});
+    };
+    // Tool calls (and a thinking model's reasoning) are sent whole once the reply is done:
+    // the router holds them back while they form.
+    if (!res.reasoning.empty()) {
+      json delta = {{"reasoning_content", res.reasoning}};
+      if (first) delta["role"] = "assistant";
+      first = false;
+      s.Write(chunk(std::move(delta)));
+    }
+    if (!res.tool_calls.empty()) {
+      json delta = {{"tool_calls", ToolCallsJson(res.tool_calls, true)}};
+      if (first) {
+        delta["role"] = "assistant";
+        delta["content"] = nullptr;
+      }
+      first = false;
+      s.Write(chunk(std::move(delta)));
+    }
     json delta = json::object();
     if (first) delta = {{"role", "assistant"}, {"content", ""}};
     s.Write(Sse({{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", r.model},
@@ -134,10 +169,16 @@ void ChatCompletions(router::Router& router, const HttpRequest& http, Responder&
     s.End();
     return;
   }
+  json message = {{"role", "assistant"}, {"content", res.text}};
+  if (!res.tool_calls.empty()) {
+    if (res.text.empty()) message["content"] = nullptr;  // as OpenAI answers a pure tool call
+    message["tool_calls"] = ToolCallsJson(res.tool_calls, false);
+  }
+  if (!res.reasoning.empty()) message["reasoning_content"] = res.reasoning;  // llama.cpp's field
   out.Respond(JsonResponse(
       {{"id", id}, {"object", "chat.completion"}, {"created", created}, {"model", r.model},
        {"system_fingerprint", "hearth"}, {"hearth_route", res.route},
-       {"choices", json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", res.text}}},
+       {"choices", json::array({{{"index", 0}, {"message", message},
                                  {"logprobs", nullptr}, {"finish_reason", OpenAIFinish(res.finish_reason)}}})},
        {"usage", Usage(res)}},
       200, {{"X-Hearth-Route", res.route}}));

@@ -4,6 +4,9 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -21,6 +24,7 @@ struct GenModelArgs {
   std::string type = "f32";
   uint64_t seed = 42;
   std::string chat_template;
+  std::string chat_template_file;
   std::string out;
 };
 
@@ -40,6 +44,16 @@ void RunGenModel(const GenModelArgs& args) {
   options.type = ParseType(args.type);
   options.seed = args.seed;
   options.chat_template = args.chat_template;
+  if (!args.chat_template_file.empty()) {
+    // A bare name is one of llama.cpp's bundled templates, as --vocab names bundled vocabs.
+    const bool bundled = args.chat_template_file.find('/') == std::string::npos &&
+                         !std::filesystem::exists(args.chat_template_file);
+    const std::string path = bundled ? devtools::BundledTemplatePath(args.chat_template_file) : args.chat_template_file;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read the chat template file " + args.chat_template_file);
+    options.chat_template.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (options.chat_template.empty()) throw std::runtime_error("the chat template file " + args.chat_template_file + " is empty");
+  }
   options.output_path = args.out;
   const auto start = std::chrono::steady_clock::now();
   const devtools::GenModelResult result = devtools::GenerateModel(options);
@@ -74,8 +88,12 @@ void AddDevCommands(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_k_m"}, CLI::ignore_case))
       ->capture_default_str();
   gen->add_option("--seed", args->seed, "Seed of the random weights")->capture_default_str();
-  gen->add_option("--chat-template", args->chat_template,
-                  "tokenizer.chat_template to write (default: ChatML)");
+  CLI::Option* tmpl = gen->add_option("--chat-template", args->chat_template,
+                                      "tokenizer.chat_template to write (default: ChatML)");
+  gen->add_option("--chat-template-file", args->chat_template_file,
+                  "Read tokenizer.chat_template from a file, or a template bundled with llama.cpp by name "
+                  "(e.g. Qwen-Qwen2.5-7B-Instruct)")
+      ->excludes(tmpl);
   gen->add_option("--out", args->out, "Output GGUF file")->required();
 
   auto lora = std::make_shared<devtools::GenLoraOptions>();

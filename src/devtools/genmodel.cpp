@@ -524,6 +524,17 @@ std::string BundledVocabPath(const std::string& name) {
 #endif
 }
 
+std::string BundledTemplatePath(const std::string& name) {
+#ifndef HEARTH_LLAMA_MODELS_DIR
+  throw std::runtime_error("bundled chat template '" + name + "' unavailable: built without HEARTH_LLAMA_MODELS_DIR");
+#else
+  const fs::path path = fs::path(HEARTH_LLAMA_MODELS_DIR) / "templates" / (name + ".jinja");
+  if (!name.empty() && name.find('/') == std::string::npos && fs::is_regular_file(path)) return path.string();
+  throw std::runtime_error("unknown bundled chat template '" + name + "' (see " +
+                           (fs::path(HEARTH_LLAMA_MODELS_DIR) / "templates").string() + ")");
+#endif
+}
+
 GenModelResult GenerateModel(const GenModelOptions& options) {
   ValidateShape(options.shape);
   if (options.output_path.empty()) throw std::runtime_error("no output path given");

@@ -56,6 +56,10 @@ GenModelResult GenerateModel(const GenModelOptions& options);
 // Path of a vocab file bundled with llama.cpp ("starcoder" -> .../ggml-vocab-starcoder.gguf).
 std::string BundledVocabPath(const std::string& name);
 
+// Path of a chat template bundled with llama.cpp ("Qwen-Qwen2.5-7B-Instruct" ->
+// .../models/templates/Qwen-Qwen2.5-7B-Instruct.jinja), for test models that call tools.
+std::string BundledTemplatePath(const std::string& name);
+
 // A GGUF file's metadata and tensor table as read back by ggml's gguf API, for tests and
 // developer tools (code outside src/engine and src/devtools has no ggml headers).
 struct GgufValue {

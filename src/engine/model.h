@@ -61,9 +61,19 @@ struct ModelLoadOptions {
   bool skip_validation = false;  // only for files hearth generated itself
 };
 
+// A function call the assistant made (OpenAI's tool_calls[].function).
+struct ToolCall {
+  std::string id;         // links the tool's result to the call; may be empty
+  std::string name;
+  std::string arguments;  // a JSON object, as text
+};
+
 struct ChatMessage {
   std::string role;     // "system", "user", "assistant", "tool"
   std::string content;
+  std::vector<ToolCall> tool_calls;  // assistant: the calls it made
+  std::string tool_call_id;          // tool: the call this message is the result of
+  std::string tool_name;             // tool: the function that produced it
 };
 
 // One file of repository context for repository-level FIM (llama.cpp's input_extra).

@@ -24,11 +24,14 @@ void SamplingParams::Validate() const {
           "repeat_last_n must be between -1 (whole context) and 1000000");
   Require(max_tokens >= -1 && max_tokens <= 10'000'000,
           "max_tokens must be -1 (unlimited) or between 0 and 10000000");
-  Require(stop.size() <= 16, "at most 16 stop strings are allowed");
+  // 16 from the request, plus the few a chat template's tool-call format adds.
+  Require(stop.size() <= 32, "at most 32 stop strings are allowed");
   for (const std::string& s : stop) {
     Require(s.size() <= 1024, "each stop string must be at most 1024 bytes");
   }
   Require(grammar.size() <= 1'000'000, "grammar must be at most 1 MB");
+  Require(!grammar_lazy || !grammar_trigger_patterns.empty() || !grammar_trigger_tokens.empty(),
+          "a lazy grammar needs at least one trigger pattern or token");
 }
 
 }  // namespace hearth::engine

@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <deque>
 #include <filesystem>
@@ -58,16 +59,47 @@ struct SamplerDeleter {
 };
 using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
 
+// The grammar sampler: strict, or lazy (armed by a trigger pattern or token, for tool calls
+// inside free text). A strict grammar that starts with text the prompt already ends with
+// (grammar_prefix) is advanced past it first.
+SamplerPtr MakeGrammarSampler(const Model& model, const SamplingParams& p) {
+  SamplerPtr grammar;
+  try {
+    if (p.grammar_lazy) {
+      std::vector<const char*> patterns;
+      for (const std::string& pattern : p.grammar_trigger_patterns) patterns.push_back(pattern.c_str());
+      grammar.reset(llama_sampler_init_grammar_lazy_patterns(model.vocab(), p.grammar.c_str(), "root", patterns.data(),
+                                                             patterns.size(), p.grammar_trigger_tokens.data(),
+                                                             p.grammar_trigger_tokens.size()));
+    } else {
+      grammar.reset(llama_sampler_init_grammar(model.vocab(), p.grammar.c_str(), "root"));
+    }
+  } catch (const std::exception& e) {  // e.g. a trigger pattern that is not a valid regex
+    throw EngineError(ErrorKind::kInvalidRequest, std::string("the grammar could not be set up: ") + e.what());
+  }
+  if (grammar == nullptr) {
+    throw EngineError(ErrorKind::kInvalidRequest,
+                      "the grammar could not be parsed; check its GBNF syntax and that it defines 'root'");
+  }
+  if (!p.grammar_lazy && !p.grammar_prefix.empty()) {
+    std::vector<Token> prefix = model.Tokenize(p.grammar_prefix, false, true);
+    // Some tokenizers put a space token before a leading special token; the prompt has none.
+    if (!prefix.empty() && !std::isspace(static_cast<unsigned char>(p.grammar_prefix[0]))) {
+      std::string first = model.TokenPiece(prefix[0], true);
+      if (!first.empty() && std::isspace(static_cast<unsigned char>(first[0]))) prefix.erase(prefix.begin());
+    }
+    try {
+      for (Token t : prefix) llama_sampler_accept(grammar.get(), t);
+    } catch (const std::exception& e) {
+      throw EngineError(ErrorKind::kInternal, std::string("the tool-call grammar rejects the template's generation prompt: ") + e.what());
+    }
+  }
+  return grammar;
+}
+
 SamplerPtr MakeSampler(const Model& model, const SamplingParams& p) {
   SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
-  if (!p.grammar.empty()) {
-    llama_sampler* grammar = llama_sampler_init_grammar(model.vocab(), p.grammar.c_str(), "root");
-    if (grammar == nullptr) {
-      throw EngineError(ErrorKind::kInvalidRequest,
-                        "the grammar could not be parsed; check its GBNF syntax and that it defines 'root'");
-    }
-    llama_sampler_chain_add(chain.get(), grammar);
-  }
+  if (!p.grammar.empty()) llama_sampler_chain_add(chain.get(), MakeGrammarSampler(model, p).release());
   if (p.ignore_eos && !model.end_of_generation_tokens().empty()) {
     std::vector<llama_logit_bias> bias;
     for (Token t : model.end_of_generation_tokens()) bias.push_back({t, -INFINITY});
@@ -562,7 +594,8 @@ void Scheduler::Impl::Emit(Slot& slot, Token token) {
   if (model->IsEndOfGeneration(token) && !job.request_.sampling.ignore_eos) return Finish(slot, FinishReason::kStop);
   result.tokens.push_back(token);
   result.stats.completion_tokens += 1;
-  std::string piece = model->TokenPiece(token);
+  const std::vector<int32_t>& preserved = job.request_.sampling.preserved_tokens;
+  std::string piece = model->TokenPiece(token, std::find(preserved.begin(), preserved.end(), token) != preserved.end());
   if (slot.at_document_start && !piece.empty()) {
     if (piece[0] == ' ') piece.erase(0, 1);
     slot.at_document_start = false;

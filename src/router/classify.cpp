@@ -72,7 +72,11 @@ std::vector<std::string> RequestTexts(const InferenceRequest& r) {
   std::vector<std::string> texts;
   if (!r.prompt.empty()) texts.push_back(r.prompt);
   if (!r.system.empty()) texts.push_back(r.system);
-  for (const auto& m : r.messages) texts.push_back(m.content);
+  for (const auto& m : r.messages) {
+    texts.push_back(m.content);
+    for (const auto& call : m.tool_calls) texts.push_back(call.arguments);
+  }
+  for (const auto& t : r.tools) texts.push_back(t.description);
   if (r.fim) {
     texts.push_back(r.fim->prefix);
     texts.push_back(r.fim->suffix);

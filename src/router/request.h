@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/chat_tools.h"
 #include "engine/model.h"
 #include "engine/sampling.h"
 
@@ -52,6 +53,11 @@ struct InferenceRequest {
   std::string system;                        // kGenerate: system message
   std::string template_override;             // a chat template name or source
   std::vector<engine::ChatMessage> messages; // kChat
+  // kChat: functions the model may call, rendered by its Jinja chat template. Requests with
+  // tools or tool messages are served locally only: remote backends do not forward them.
+  std::vector<engine::ToolSpec> tools;
+  engine::ToolChoice tool_choice;
+  bool parallel_tool_calls = false;
   std::optional<FimInput> fim;               // kInfill
   std::vector<std::string> inputs;           // kEmbedding
   std::vector<engine::Token> context;        // kGenerate: Ollama's 'context' to continue from
@@ -66,7 +72,10 @@ struct InferenceResult {
   std::string text;
   std::vector<engine::Token> tokens;   // generated
   std::vector<engine::Token> context;  // prompt + generated (Ollama's 'context'), kGenerate only
-  std::string finish_reason;  // "stop", "length", "cancelled"
+  std::string finish_reason;  // "stop", "length", "cancelled", "tool_calls"
+  // With tools, text is the reply's content only; the calls it made are here, with ids.
+  std::vector<engine::ToolCall> tool_calls;
+  std::string reasoning;      // with tools: a thinking model's reasoning, kept out of text
   std::string stop_string;    // the stop string that ended generation, if any
   int32_t prompt_tokens = 0;
   int32_t cached_tokens = 0;
@@ -81,6 +90,9 @@ struct InferenceResult {
   std::string backend;           // e.g. "local:qwen2.5-coder:latest"
   std::vector<std::vector<float>> embeddings;
 };
+
+// Whether the request needs tool support: tools offered, or tool calls/results in messages.
+bool UsesTools(const InferenceRequest& request);
 
 // Receives generated text as it is produced. Return false to cancel.
 using TextSink = std::function<bool(std::string_view text)>;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <map>
+#include <random>
 
 #include "audit/audit_log.h"
 #include "router/backend.h"
@@ -40,10 +42,64 @@ std::vector<Token> TokenizeTemplated(const engine::Model& model, const std::stri
   return tokens;
 }
 
+// "call_" and 24 hex digits, as OpenAI's ids look; for calls the model wrote without one.
+std::string NewToolCallId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "call_%016llx%08x", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned>(rng() & 0xffffffffu));
+  return buf;
+}
+
+// Streams a tool-enabled reply: only content the parser is sure of goes out, so a tool call
+// that is forming is held back (and sent whole, by the API surface, at the end).
+class ToolReplyStream {
+ public:
+  ToolReplyStream(engine::ChatReplyParser parser, TextSink sink) : parser_(std::move(parser)), sink_(std::move(sink)) {}
+
+  bool Push(std::string_view piece) {
+    text_ += piece;
+    return Send(parser_.Parse(text_, true).content);
+  }
+  // The final reply, its remaining content sent.
+  engine::ChatReply Finish(const std::string& text, bool complete) {
+    engine::ChatReply reply = parser_.Parse(text, !complete);
+    Send(reply.content);
+    return reply;
+  }
+
+ private:
+  bool Send(const std::string& content) {
+    // Only ever extend what was sent; if the parser revises earlier content (rare), stop
+    // streaming: the full content is in the final result.
+    if (diverged_ || content.size() <= sent_.size()) return true;
+    if (content.compare(0, sent_.size(), sent_) != 0) {
+      diverged_ = true;
+      return true;
+    }
+    std::string delta = content.substr(sent_.size());
+    sent_ = content;
+    return !sink_ || sink_(delta);
+  }
+
+  engine::ChatReplyParser parser_;
+  TextSink sink_;
+  std::string text_, sent_;
+  bool diverged_ = false;
+};
+
 }  // namespace
 
-std::vector<Token> Router::BuildPrompt(const engine::Model& model, const InferenceRequest& r) const {
-  std::vector<Token> tokens;
+bool UsesTools(const InferenceRequest& r) {
+  if (!r.tools.empty()) return true;
+  return std::any_of(r.messages.begin(), r.messages.end(), [](const engine::ChatMessage& m) {
+    return m.role == "tool" || !m.tool_calls.empty();
+  });
+}
+
+Router::Prompt Router::BuildPrompt(const engine::Model& model, const InferenceRequest& r) const {
+  Prompt prompt;
+  std::vector<Token>& tokens = prompt.tokens;
   switch (r.endpoint) {
     case Endpoint::kInfill: {
       if (!r.fim) throw EngineError(ErrorKind::kInvalidRequest, "an infill request needs a prefix and a suffix");
@@ -61,7 +117,22 @@ std::vector<Token> Router::BuildPrompt(const engine::Model& model, const Inferen
                                           [](const engine::ChatMessage& m) { return m.role == "system"; });
       if (!r.system.empty() && !has_system) messages.push_back({"system", r.system});
       messages.insert(messages.end(), r.messages.begin(), r.messages.end());
-      tokens = TokenizeTemplated(model, model.ApplyChatTemplate(messages, true, r.template_override));
+      if (!UsesTools(r)) {
+        tokens = TokenizeTemplated(model, model.ApplyChatTemplate(messages, true, r.template_override));
+        break;
+      }
+      engine::ChatRequest chat;
+      chat.messages = std::move(messages);
+      chat.tools = r.tools;
+      chat.tool_choice = r.tool_choice;
+      chat.parallel_tool_calls = r.parallel_tool_calls;
+      chat.template_override = r.template_override;
+      prompt.chat = engine::RenderChat(model, chat);
+      if (prompt.chat->tools_active && !r.sampling.grammar.empty()) {
+        throw EngineError(ErrorKind::kInvalidRequest,
+                          "a JSON output format cannot be combined with tools: send one or the other");
+      }
+      tokens = TokenizeTemplated(model, prompt.chat->prompt);
       break;
     }
     case Endpoint::kGenerate: {
@@ -90,7 +161,7 @@ std::vector<Token> Router::BuildPrompt(const engine::Model& model, const Inferen
   if (tokens.empty() && model.info().bos != engine::kNoToken && r.endpoint != Endpoint::kGenerate) {
     tokens.push_back(model.info().bos);
   }
-  return tokens;
+  return prompt;
 }
 
 
@@ -203,6 +274,12 @@ RouteExplanation ExplainRoute(const Policy& policy, const Scanner& scanner, cons
     e.decision.action = Action::kLocal;
     e.decision.reason = "fill-in-the-middle is served locally only";
   }
+  // Remote backends forward role and content only: a tool conversation sent there would
+  // lose its tools and calls, so it stays here (a denial still stands).
+  if (UsesTools(request) && (e.decision.action == Action::kCloud || e.decision.action == Action::kRedactThenCloud)) {
+    e.decision.action = Action::kLocal;
+    e.decision.reason = "requests with tools are served locally only";
+  }
   return e;
 }
 
@@ -234,7 +311,7 @@ InferenceResult Router::Generate(const InferenceRequest& request, const Generati
         // Overflow: a request the policy would let leave may go to an allowed remote backend.
         const std::string& overflow = options_.policy.default_backend;
         if (overflow.empty() || !routed.explanation.forced.empty() || !routed.explanation.findings.empty() ||
-            request.endpoint == Endpoint::kInfill) {
+            request.endpoint == Endpoint::kInfill || UsesTools(request)) {
           throw;
         }
         routed.notes.push_back("local engine overloaded; overflow to backend '" + overflow + "'");
@@ -422,13 +499,20 @@ InferenceResult Router::RunLocal(const InferenceRequest& request, const Generati
   result.load_ms = lease->load_ms();
 
   engine::GenerationRequest g;
-  g.prompt = BuildPrompt(lease->model(), request);
+  Prompt prompt = BuildPrompt(lease->model(), request);
+  g.prompt = std::move(prompt.tokens);
   g.sampling = request.sampling;
+  std::shared_ptr<ToolReplyStream> tool_stream;
+  if (prompt.chat) {
+    prompt.chat->ApplyTo(g.sampling);
+    if (prompt.chat->tools_active) tool_stream = std::make_shared<ToolReplyStream>(prompt.chat->parser, callbacks.on_text);
+  }
   // Autocomplete re-sends the same file with a small edit at the cursor: reuse the unchanged
   // tail of the previous prompt too (see Scheduler's cache_reuse_min_tokens).
   g.reuse_shifted_cache = request.endpoint == Endpoint::kInfill;
   if (callbacks.on_route) callbacks.on_route(result.route);
   g.on_text = callbacks.on_text;
+  if (tool_stream && callbacks.on_text) g.on_text = [tool_stream](std::string_view text) { return tool_stream->Push(text); };
   g.cancel = std::move(cancel);
   if (g.prompt.empty()) {
     // Nothing to generate from (Ollama's "load the model" request).
@@ -443,6 +527,16 @@ InferenceResult Router::RunLocal(const InferenceRequest& request, const Generati
   if (request.endpoint == Endpoint::kGenerate) result.context.insert(result.context.end(), out.tokens.begin(), out.tokens.end());
   result.tokens = std::move(out.tokens);
   result.finish_reason = engine::FinishReasonName(out.finish);
+  if (tool_stream) {
+    engine::ChatReply reply = tool_stream->Finish(result.text, out.finish == engine::FinishReason::kStop);
+    result.text = std::move(reply.content);
+    result.reasoning = std::move(reply.reasoning);
+    result.tool_calls = std::move(reply.tool_calls);
+    for (engine::ToolCall& call : result.tool_calls) {
+      if (call.id.empty()) call.id = NewToolCallId();
+    }
+    if (!result.tool_calls.empty() && out.finish == engine::FinishReason::kStop) result.finish_reason = "tool_calls";
+  }
   result.stop_string = out.stop_string;
   result.prompt_tokens = out.stats.prompt_tokens;
   result.cached_tokens = out.stats.cached_tokens;

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -97,7 +98,13 @@ class Router {
 
  private:
   struct Routed;
-  std::vector<engine::Token> BuildPrompt(const engine::Model& model, const InferenceRequest& request) const;
+  // The prompt's tokens; for chats that use tools, also the rendered chat (its grammar and
+  // reply parser).
+  struct Prompt {
+    std::vector<engine::Token> tokens;
+    std::optional<engine::RenderedChat> chat;
+  };
+  Prompt BuildPrompt(const engine::Model& model, const InferenceRequest& request) const;
   InferenceResult RunLocal(const InferenceRequest& request, const GenerationCallbacks& callbacks,
                            std::shared_ptr<std::atomic<bool>> cancel);
   bool RunCloud(const InferenceRequest& request, const GenerationCallbacks& callbacks,
