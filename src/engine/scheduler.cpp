@@ -97,9 +97,10 @@ SamplerPtr MakeGrammarSampler(const Model& model, const SamplingParams& p) {
   return grammar;
 }
 
+// The sampler chain without the grammar: Scheduler::Impl::Sample checks the grammar only
+// against the token the chain picks (see there).
 SamplerPtr MakeSampler(const Model& model, const SamplingParams& p) {
   SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
-  if (!p.grammar.empty()) llama_sampler_chain_add(chain.get(), MakeGrammarSampler(model, p).release());
   if (p.ignore_eos && !model.end_of_generation_tokens().empty()) {
     std::vector<llama_logit_bias> bias;
     for (Token t : model.end_of_generation_tokens()) bias.push_back({t, -INFINITY});
@@ -234,7 +235,8 @@ struct Slot {
   llama_seq_id seq = 0;
   std::vector<Token> cached;  // tokens whose KV is in the cache for this sequence
   std::shared_ptr<Job> job;
-  SamplerPtr sampler;
+  SamplerPtr sampler;  // the chain, grammar excluded
+  SamplerPtr grammar;  // null without one
   std::unique_ptr<TextStream> stream;
   std::vector<int32_t> pending;  // prompt positions still to evaluate (ascending; last = final token)
   size_t pending_next = 0;
@@ -303,6 +305,8 @@ struct Scheduler::Impl {
   void Emit(Slot& slot, Token token);
   void RefreshSlotStates();  // the snapshot Stats() reports
   Token Sample(Slot& slot);
+  Token SampleWithGrammar(Slot& slot);
+  std::vector<llama_token_data> candidates;  // SampleWithGrammar's scratch
   int32_t ChooseWidth(int32_t candidates);
   void RecordStepTime(int32_t width, double ms);
   // Keeps the unchanged tail of the slot's previous prompt by shifting it; returns how many
@@ -397,7 +401,8 @@ std::shared_ptr<Job> Scheduler::Submit(GenerationRequest request) {
   job->request_ = std::move(request);
   job->submitted_ = Clock::now();
   // Build the sampler here so a bad grammar fails the caller, not the worker.
-  SamplerPtr probe = MakeSampler(*model_, job->request_.sampling);
+  SamplerPtr probe = job->request_.sampling.grammar.empty() ? MakeSampler(*model_, job->request_.sampling)
+                                                             : MakeGrammarSampler(*model_, job->request_.sampling);
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (impl_->stopping) throw EngineError(ErrorKind::kOverloaded, "the model is being unloaded; retry");
@@ -519,6 +524,7 @@ void Scheduler::Impl::Admit(std::shared_ptr<Job> job) {
   slot.admitted = Clock::now();
   slot.stream = std::make_unique<TextStream>(job->request_.sampling.stop);
   slot.sampler = MakeSampler(*model, job->request_.sampling);
+  slot.grammar = job->request_.sampling.grammar.empty() ? nullptr : MakeGrammarSampler(*model, job->request_.sampling);
   const SamplingParams& sp = job->request_.sampling;
   slot.plain_greedy = sp.temperature <= 0.0f && sp.grammar.empty();
   slot.last_used = ++use_counter;
@@ -566,6 +572,7 @@ void Scheduler::Impl::Finish(Slot& slot, FinishReason reason, const std::string&
   result.error = error;
   if (slot.stream && slot.stream->stopped()) result.stop_string = slot.stream->matched_stop();
   slot.sampler.reset();
+  slot.grammar.reset();
   slot.stream.reset();
   slot.has_next = false;
   slot.last_used = ++use_counter;
@@ -638,12 +645,47 @@ int32_t Scheduler::Impl::ChooseWidth(int32_t candidates) {
   return best;
 }
 
+// A grammar accepts or rejects each candidate token by walking its parse stacks: over a
+// 150k-token vocabulary that is ~100 ms per step. Most of the time the token the chain picks
+// without the grammar is allowed anyway, so pick first and check only that token; only when
+// the grammar rejects it, constrain all candidates and pick again (what llama.cpp's own
+// common sampler does). Greedy picks exactly what grammar-first would; random sampling keeps
+// an allowed first pick, which weights allowed tokens slightly differently than renormalising
+// over them would (as in llama.cpp).
+Token Scheduler::Impl::SampleWithGrammar(Slot& slot) {
+  const float* logits = llama_get_logits_ith(ctx, slot.batch_index);
+  const int32_t n_vocab = model->info().n_vocab;
+  std::vector<llama_token_data>& cur = candidates;
+  auto fill = [&] {
+    cur.resize(static_cast<size_t>(n_vocab));
+    for (int32_t t = 0; t < n_vocab; ++t) cur[static_cast<size_t>(t)] = llama_token_data{t, logits[t], 0.0f};
+  };
+  fill();
+  llama_token_data_array all{cur.data(), cur.size(), -1, false};
+  llama_sampler_apply(slot.sampler.get(), &all);
+  Token token = all.data[all.selected].id;
+  llama_token_data single{token, 1.0f, 0.0f};
+  llama_token_data_array one{&single, 1, -1, false};
+  llama_sampler_apply(slot.grammar.get(), &one);
+  if (!std::isfinite(single.logit)) {
+    fill();
+    all = llama_token_data_array{cur.data(), cur.size(), -1, false};
+    llama_sampler_apply(slot.grammar.get(), &all);
+    llama_sampler_apply(slot.sampler.get(), &all);
+    token = all.data[all.selected].id;
+  }
+  llama_sampler_accept(slot.grammar.get(), token);
+  llama_sampler_accept(slot.sampler.get(), token);
+  return token;
+}
+
 // Greedy decoding without a grammar is an argmax, with llama.cpp's repeat penalty applied to
 // the few tokens in its window: skip building the sampler chain's candidate array over the
 // whole vocabulary (~150k entries) for every token. The result is the chain's: the same
 // penalty arithmetic on the same window (the last repeat_last_n generated tokens; llama.cpp
 // treats a negative repeat_last_n as 0), ties to the lowest token id as its greedy sampler.
 Token Scheduler::Impl::Sample(Slot& slot) {
+  if (slot.grammar) return SampleWithGrammar(slot);
   if (!slot.plain_greedy) return llama_sampler_sample(slot.sampler.get(), ctx, slot.batch_index);
   float* logits = llama_get_logits_ith(ctx, slot.batch_index);  // ours to overwrite: read once
   const SamplingParams& sp = slot.job->request_.sampling;
