@@ -123,6 +123,14 @@ engine::Token TokenId(const json& value, const char* field) {
   return value.get<engine::Token>();
 }
 
+void ApplyModelDefaults(router::Router& router, router::InferenceRequest& r) {
+  const engine::ModelDefaults defaults = router.DefaultsOf(r.model);
+  defaults.ApplyTo(r.sampling);
+  r.num_ctx = defaults.num_ctx;
+  r.system = defaults.system;
+  r.template_override = defaults.template_text;
+}
+
 void ApplySharedSamplingFields(const json& o, engine::SamplingParams& s) {
   if (auto v = OptNumber(o, "temperature", 0, 100)) s.temperature = static_cast<float>(*v);
   if (auto v = OptInt(o, "top_k", 0, 1000000)) s.top_k = static_cast<int32_t>(*v);

@@ -48,6 +48,11 @@ std::optional<bool> OptBool(const json& j, const char* key);
 // A string or an array of strings (OpenAI/Ollama 'stop', 'input').
 std::optional<std::vector<std::string>> OptStringList(const json& j, const char* key, size_t max_items);
 
+// Starts r (whose model is set, and whose sampling holds the surface's own defaults) from
+// the model's Modelfile defaults: sampling fields, num_ctx, system prompt, template. The
+// request's own fields are applied afterwards and win.
+void ApplyModelDefaults(router::Router& router, router::InferenceRequest& r);
+
 // The sampling fields Ollama's "options" and llama.cpp's request body share, with the same
 // names and ranges: temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed
 // (negative: random), stop. Only the fields present are set.

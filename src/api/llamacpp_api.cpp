@@ -23,9 +23,7 @@ void ApplySampling(router::Router& router, const json& body, router::InferenceRe
   s.repeat_penalty = 1.0f;
   s.repeat_last_n = 64;
   s.max_tokens = -1;
-  const engine::ModelDefaults defaults = router.DefaultsOf(r.model);
-  defaults.ApplyTo(s);
-  r.num_ctx = defaults.num_ctx;
+  ApplyModelDefaults(router, r);
   ApplySharedSamplingFields(body, s);
   if (auto v = OptInt(body, "n_predict", -1, 10000000)) s.max_tokens = static_cast<int32_t>(*v);
   s.ignore_eos = OptBool(body, "ignore_eos").value_or(false);

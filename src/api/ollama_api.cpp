@@ -27,11 +27,7 @@ void ApplyOllamaOptions(const json& body, router::InferenceRequest& r) {
 // The model's Modelfile defaults first, then what the request sets.
 void ApplyCommon(router::Router& router, const json& body, router::InferenceRequest& r) {
   r.model = RequireString(body, "model");
-  const engine::ModelDefaults defaults = router.DefaultsOf(r.model);
-  defaults.ApplyTo(r.sampling);
-  r.num_ctx = defaults.num_ctx;
-  r.system = defaults.system;
-  r.template_override = defaults.template_text;
+  ApplyModelDefaults(router, r);
   ApplyOllamaOptions(body, r);
   r.keep_alive = ParseKeepAlive(body);
   if (body.contains("format")) r.sampling.grammar = GrammarForFormat(body["format"], "format");
@@ -145,19 +141,21 @@ void Chat(router::Router& router, const HttpRequest& http, Responder& out) {
     if (args.is_discarded()) args = call.arguments;  // cut short (num_predict): pass the text on
     calls.push_back({{"id", call.id}, {"function", {{"index", i}, {"name", call.name}, {"arguments", args}}}});
   }
-  json message = {{"role", "assistant"}, {"content", stream ? "" : res.text}};
-  if (!res.reasoning.empty() && !stream) message["thinking"] = res.reasoning;
-  if (!calls.empty() && !stream) message["tool_calls"] = calls;
+  auto whole_reply = [&](const std::string& content) {
+    json m = {{"role", "assistant"}, {"content", content}};
+    if (!res.reasoning.empty()) m["thinking"] = res.reasoning;
+    if (!calls.empty()) m["tool_calls"] = calls;
+    return m;
+  };
+  // Streamed, the final chunk's message is empty: the text went out as it came.
+  json message = stream ? json{{"role", "assistant"}, {"content", ""}} : whole_reply(res.text);
   const std::string done_reason = res.finish_reason == "tool_calls" ? "stop" : res.finish_reason;  // as Ollama says
   json final = {{"model", r.model}, {"created_at", Rfc3339Now()}, {"message", message}, {"done", true},
                 {"done_reason", done_reason}, {"hearth_route", res.route}};
   final.update(Stats(res));
   if (stream && (!calls.empty() || !res.reasoning.empty())) {
     // Held back while they formed; Ollama streams tool calls in a chunk of their own.
-    json whole = {{"role", "assistant"}, {"content", ""}};
-    if (!res.reasoning.empty()) whole["thinking"] = res.reasoning;
-    if (!calls.empty()) whole["tool_calls"] = calls;
-    json chunk = {{"model", r.model}, {"created_at", Rfc3339Now()}, {"message", whole}, {"done", false}};
+    json chunk = {{"model", r.model}, {"created_at", Rfc3339Now()}, {"message", whole_reply("")}, {"done", false}};
     s.Write(chunk.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
   }
   if (stream) {

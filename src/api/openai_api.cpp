@@ -32,11 +32,7 @@ void ApplySampling(router::Router& router, const json& body, router::InferenceRe
   s.min_p = 0;
   s.repeat_penalty = 1.0f;  // OpenAI has no repeat penalty; frequency/presence are separate
   s.max_tokens = default_max_tokens;
-  const engine::ModelDefaults defaults = router.DefaultsOf(r.model);
-  defaults.ApplyTo(s);
-  r.num_ctx = defaults.num_ctx;
-  r.system = defaults.system;
-  r.template_override = defaults.template_text;
+  ApplyModelDefaults(router, r);
   if (auto v = OptNumber(body, "temperature", 0, 2)) s.temperature = static_cast<float>(*v);
   if (auto v = OptNumber(body, "top_p", 0, 1)) s.top_p = static_cast<float>(*v);
   if (auto v = OptNumber(body, "frequency_penalty", -2, 2); v && *v != 0) {

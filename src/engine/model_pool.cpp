@@ -283,12 +283,13 @@ SchedulerStats ModelPool::SchedulerStatsOf(const std::string& name) const {
   return loaded->scheduler->Stats();
 }
 
-void ModelPool::Unload(const std::string& name) {
-  RegisteredModel reg = Find(name);
+void ModelPool::Unload(const std::string& name) { UnloadWhenIdle(Find(name).name); }
+
+void ModelPool::UnloadWhenIdle(const std::string& full_name) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = loaded_.find(reg.name);
+  auto it = loaded_.find(full_name);
   if (it == loaded_.end()) return;
-  it->second->expires = Clock::now();
+  it->second->expires = Clock::now();  // the reaper drops it when (or as soon as) it is idle
   it->second->unload_when_idle = true;
   cv_.notify_all();
 }
@@ -351,14 +352,17 @@ void ModelPool::MakeRoom(const std::string& name, const MemoryFootprint& need, c
 }
 
 void ModelPool::Unregister(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  std::string full = registered_.count(name) == 0 && name.find(':') == std::string::npos ? name + ":latest" : name;
-  registered_.erase(full);
-  auto it = loaded_.find(full);
-  if (it == loaded_.end()) return;
-  it->second->expires = Clock::now();  // the reaper drops it when (or as soon as) it is idle
-  it->second->unload_when_idle = true;
-  cv_.notify_all();
+  std::string full;
+  try {
+    full = Find(name).name;
+  } catch (const EngineError&) {
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    registered_.erase(full);
+  }
+  UnloadWhenIdle(full);
 }
 
 void ModelPool::ReapLoop() {

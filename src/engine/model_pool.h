@@ -140,6 +140,7 @@ class ModelPool {
   friend class ModelLease;
   void Release(const std::shared_ptr<ModelLease::Loaded>& loaded, std::optional<std::chrono::seconds> keep_alive);
   void ReapLoop();
+  void UnloadWhenIdle(const std::string& full_name);  // a registered name with its tag
   // Unloads idle models (LRU) until `need` fits; throws kInsufficientMemory when it cannot.
   // `replacing`: a loaded model the new load replaces (its weights are reused). Holds load_mutex_.
   void MakeRoom(const std::string& name, const MemoryFootprint& need, const std::string& replacing);

@@ -235,8 +235,8 @@ struct Slot {
   llama_seq_id seq = 0;
   std::vector<Token> cached;  // tokens whose KV is in the cache for this sequence
   std::shared_ptr<Job> job;
-  SamplerPtr sampler;  // the chain, grammar excluded
-  SamplerPtr grammar;  // null without one
+  std::shared_ptr<llama_sampler> sampler;  // the chain, grammar excluded
+  std::shared_ptr<llama_sampler> grammar;  // null without one
   std::unique_ptr<TextStream> stream;
   std::vector<int32_t> pending;  // prompt positions still to evaluate (ascending; last = final token)
   size_t pending_next = 0;
@@ -400,9 +400,9 @@ std::shared_ptr<Job> Scheduler::Submit(GenerationRequest request) {
   job->cancel_ = request.cancel ? request.cancel : std::make_shared<std::atomic<bool>>(false);
   job->request_ = std::move(request);
   job->submitted_ = Clock::now();
-  // Build the sampler here so a bad grammar fails the caller, not the worker.
-  SamplerPtr probe = job->request_.sampling.grammar.empty() ? MakeSampler(*model_, job->request_.sampling)
-                                                             : MakeGrammarSampler(*model_, job->request_.sampling);
+  // Build the samplers here so a bad grammar fails the caller, not the worker.
+  job->chain_ = MakeSampler(*model_, job->request_.sampling);
+  if (!job->request_.sampling.grammar.empty()) job->grammar_ = MakeGrammarSampler(*model_, job->request_.sampling);
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (impl_->stopping) throw EngineError(ErrorKind::kOverloaded, "the model is being unloaded; retry");
@@ -523,8 +523,8 @@ void Scheduler::Impl::Admit(std::shared_ptr<Job> job) {
   slot.at_document_start = model->info().strip_leading_space && model->Detokenize(prompt).empty();
   slot.admitted = Clock::now();
   slot.stream = std::make_unique<TextStream>(job->request_.sampling.stop);
-  slot.sampler = MakeSampler(*model, job->request_.sampling);
-  slot.grammar = job->request_.sampling.grammar.empty() ? nullptr : MakeGrammarSampler(*model, job->request_.sampling);
+  slot.sampler = std::move(job->chain_);
+  slot.grammar = std::move(job->grammar_);
   const SamplingParams& sp = job->request_.sampling;
   slot.plain_greedy = sp.temperature <= 0.0f && sp.grammar.empty();
   slot.last_used = ++use_counter;

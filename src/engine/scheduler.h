@@ -31,6 +31,8 @@
 #include "engine/model.h"
 #include "engine/sampling.h"
 
+struct llama_sampler;
+
 namespace hearth::engine {
 
 enum class FinishReason { kStop, kLength, kCancelled, kError };
@@ -82,6 +84,8 @@ class Job {
   GenerationResult result_;
   std::shared_ptr<std::atomic<bool>> cancel_;
   std::chrono::steady_clock::time_point submitted_;
+  // Built by Submit (so a bad grammar fails the caller), handed to the slot at admission.
+  std::shared_ptr<llama_sampler> chain_, grammar_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   bool done_ = false;

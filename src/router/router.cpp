@@ -88,6 +88,10 @@ class ToolReplyStream {
   bool diverged_ = false;
 };
 
+bool HasSystemMessage(const std::vector<engine::ChatMessage>& messages) {
+  return std::any_of(messages.begin(), messages.end(), [](const engine::ChatMessage& m) { return m.role == "system"; });
+}
+
 }  // namespace
 
 bool UsesTools(const InferenceRequest& r) {
@@ -113,9 +117,7 @@ Router::Prompt Router::BuildPrompt(const engine::Model& model, const InferenceRe
     case Endpoint::kChat: {
       std::vector<engine::ChatMessage> messages;
       // The model's default system prompt, unless the conversation brings its own.
-      const bool has_system = std::any_of(r.messages.begin(), r.messages.end(),
-                                          [](const engine::ChatMessage& m) { return m.role == "system"; });
-      if (!r.system.empty() && !has_system) messages.push_back({"system", r.system});
+      if (!r.system.empty() && !HasSystemMessage(r.messages)) messages.push_back({"system", r.system});
       messages.insert(messages.end(), r.messages.begin(), r.messages.end());
       if (!UsesTools(r)) {
         tokens = TokenizeTemplated(model, model.ApplyChatTemplate(messages, true, r.template_override));
@@ -398,9 +400,9 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
     return redaction.Redact(text, chosen);
   };
   std::vector<engine::ChatMessage> messages;
-  const bool has_system = std::any_of(request.messages.begin(), request.messages.end(),
-                                      [](const engine::ChatMessage& m) { return m.role == "system"; });
-  if (!request.system.empty() && !has_system) messages.push_back({"system", redact(request.system)});
+  if (!request.system.empty() && !HasSystemMessage(request.messages)) {
+    messages.push_back({"system", redact(request.system)});
+  }
   for (const auto& m : request.messages) messages.push_back({m.role, redact(m.content)});
   if (request.messages.empty()) messages.push_back({"user", redact(request.prompt)});
   for (const auto& entry : redaction.mapping()) routed.redactions.push_back({{"placeholder", entry.first}});
