@@ -12,6 +12,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -39,6 +40,7 @@ class Db {
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
   ~Db() {
+    for (auto& [sql, entry] : statements_) sqlite3_finalize(entry.stmt);
     if (db_ != nullptr) sqlite3_close_v2(db_);
   }
 
@@ -71,20 +73,54 @@ class Db {
 
   sqlite3* get() const { return db_; }
 
+  // Statements are compiled once per connection and reused: an audit append runs five, and
+  // compiling them each time was a large part of its cost. Returns nullptr when `sql` is
+  // already in use (a nested statement of the same text), so the caller compiles its own.
+  sqlite3_stmt* Acquire(const char* sql) const {
+    Cached& entry = statements_[sql];
+    if (entry.in_use) return nullptr;
+    if (entry.stmt == nullptr) {
+      const int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &entry.stmt, nullptr);
+      if (rc != SQLITE_OK) {
+        statements_.erase(sql);
+        Fail(std::string("cannot prepare \"") + sql + "\"", rc);
+      }
+    }
+    entry.in_use = true;
+    return entry.stmt;
+  }
+  void Release(sqlite3_stmt* stmt) const {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    statements_[sqlite3_sql(stmt)].in_use = false;
+  }
+
  private:
+  struct Cached {
+    sqlite3_stmt* stmt = nullptr;
+    bool in_use = false;
+  };
   sqlite3* db_ = nullptr;
   std::string path_;
+  mutable std::unordered_map<std::string, Cached> statements_;
 };
 
 class Stmt {
  public:
-  Stmt(const Db& db, const char* sql) : db_(db) {
+  Stmt(const Db& db, const char* sql) : db_(db), stmt_(db.Acquire(sql)), cached_(stmt_ != nullptr) {
+    if (cached_) return;
     const int rc = sqlite3_prepare_v2(db.get(), sql, -1, &stmt_, nullptr);
     if (rc != SQLITE_OK) db.Fail(std::string("cannot prepare \"") + sql + "\"", rc);
   }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
-  ~Stmt() { sqlite3_finalize(stmt_); }
+  ~Stmt() {
+    if (cached_) {
+      db_.Release(stmt_);
+    } else {
+      sqlite3_finalize(stmt_);
+    }
+  }
 
   // True for a row, false when done.
   bool Step() {
@@ -121,19 +157,20 @@ class Stmt {
   }
   const Db& db_;
   sqlite3_stmt* stmt_ = nullptr;
+  bool cached_ = false;
 };
 
 // Rolls back unless committed, so an exception mid-append leaves no partial record.
 class Transaction {
  public:
-  Transaction(Db& db, const char* begin) : db_(db) { db_.Exec(begin); }
+  Transaction(Db& db, const char* begin) : db_(db) { Stmt(db_, begin).Step(); }
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
   ~Transaction() {
     if (open_) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
   }
   void Commit() {
-    db_.Exec("COMMIT");
+    Stmt(db_, "COMMIT").Step();
     open_ = false;
   }
 
