@@ -666,6 +666,87 @@ TEST(AuditLog, KilledWriterLeavesWholeRecordsOnly) {
   EXPECT_TRUE(log->Verify().ok);
 }
 
+int64_t InFlightNotes(const std::string& path) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  int64_t n = -1;
+  if (sqlite3_prepare_v2(db, "SELECT count(*) FROM in_flight", -1, &stmt, nullptr) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW) {
+    n = sqlite3_column_int64(stmt, 0);
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return n;
+}
+
+TEST(AuditLog, InFlightNoteIsReplacedByItsRecord) {
+  const std::string path = FreshPath(TestName());
+  auto log = AuditLog::Open(path, AuditOptions{.recover_interrupted = true});
+  const int64_t note = log->NoteInFlight(Sample(1));
+  EXPECT_EQ(InFlightNotes(path), 1);
+  // A note of a process that still runs (this one) is left alone by another Open.
+  auto other = AuditLog::Open(path, AuditOptions{.recover_interrupted = true});
+  EXPECT_EQ(other->recovered_at_open(), 0);
+  EXPECT_EQ(InFlightNotes(path), 1);
+  EXPECT_EQ(log->Append(Sample(1), note), 1);
+  EXPECT_EQ(InFlightNotes(path), 0);
+  EXPECT_EQ(log->ReadHead().records, 1);
+  EXPECT_TRUE(log->Verify().ok);
+}
+
+TEST(AuditLog, NotesOfAKilledProcessBecomeInterruptedRecords) {
+  const std::string path = FreshPath(TestName());
+  AuditLog::Open(path)->Append(Sample(0));
+  AuditRecord sent = Sample(3);
+  sent.sent_sha256 = std::string(64, 'a');
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // writes its note, then dies before the record (as under SIGKILL)
+    try {
+      AuditLog::Open(path)->NoteInFlight(sent);
+    } catch (...) {
+      _exit(1);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(InFlightNotes(path), 1);
+  // Readers (hearth audit show/verify) do not convert notes.
+  EXPECT_EQ(AuditLog::Open(path)->recovered_at_open(), 0);
+  EXPECT_EQ(InFlightNotes(path), 1);
+
+  auto log = AuditLog::Open(path, AuditOptions{.recover_interrupted = true});
+  EXPECT_EQ(log->recovered_at_open(), 1);
+  EXPECT_EQ(InFlightNotes(path), 0);
+  const std::vector<AuditRecord> records = log->Read(0, 0);
+  ASSERT_EQ(records.size(), 2u);
+  const AuditRecord& r = records[1];
+  EXPECT_EQ(r.status.rfind("interrupted", 0), 0u) << r.status;
+  EXPECT_EQ(r.route, sent.route);
+  EXPECT_EQ(r.backend, sent.backend);
+  EXPECT_EQ(r.bytes_sent, sent.bytes_sent);
+  EXPECT_EQ(r.sent_sha256, sent.sent_sha256);
+  EXPECT_EQ(r.findings, sent.findings);
+  EXPECT_EQ(r.user, sent.user);
+  EXPECT_TRUE(log->Verify().ok);
+}
+
+TEST(AuditLog, DamagedNoteStillBecomesARecord) {
+  const std::string path = FreshPath(TestName());
+  AuditLog::Open(path)->NoteInFlight(Sample(1));
+  EXPECT_EQ(RawExec(path, "UPDATE in_flight SET owner = 'gone/1/1', record = 'not json'"), "");
+  auto log = AuditLog::Open(path, AuditOptions{.recover_interrupted = true});
+  EXPECT_EQ(log->recovered_at_open(), 1);
+  const std::vector<AuditRecord> records = log->Read(0, 0);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].status.rfind("interrupted", 0), 0u);
+  EXPECT_NE(records[0].notes.find("damaged"), std::string::npos);
+  EXPECT_TRUE(log->Verify().ok);
+}
+
 std::string FileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

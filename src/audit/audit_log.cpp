@@ -543,8 +543,162 @@ void WriteRecord(Db& db, const AuditRecord& record, const std::string& findings,
 
 }  // namespace
 
+namespace {
+
+// ---- In-flight notes. ----
+
+constexpr const char* kInFlightSchema =
+    "CREATE TABLE IF NOT EXISTS in_flight (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, "
+    "record TEXT NOT NULL)";
+
+std::string ReadFirstLine(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return "";
+  char buffer[512] = {};
+  const bool ok = std::fgets(buffer, sizeof buffer, f) != nullptr;
+  std::fclose(f);
+  std::string line = ok ? buffer : "";
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+// Field 22 of /proc/PID/stat (start time in clock ticks since boot): with the boot id it tells
+// a live owner from a later process that reused its pid. "" when the process does not exist.
+std::string ProcessStartTime(long pid) {
+  const std::string stat = ReadFirstLine("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');  // the command name may contain spaces and parentheses
+  if (close == std::string::npos) return "";
+  std::string rest = stat.substr(close + 2);  // field 3 onwards
+  for (int field = 3; field < 22; ++field) {
+    const size_t space = rest.find(' ');
+    if (space == std::string::npos) return "";
+    rest.erase(0, space + 1);
+  }
+  return rest.substr(0, rest.find(' '));
+}
+
+std::string OwnerOf(long pid) {
+  return ReadFirstLine("/proc/sys/kernel/random/boot_id") + "/" + std::to_string(pid) + "/" +
+         ProcessStartTime(pid);
+}
+
+bool OwnerAlive(const std::string& owner) {
+  const size_t a = owner.find('/');
+  const size_t b = owner.find('/', a == std::string::npos ? a : a + 1);
+  if (a == std::string::npos || b == std::string::npos) return false;
+  char* end = nullptr;
+  const long pid = std::strtol(owner.c_str() + a + 1, &end, 10);
+  if (end != owner.c_str() + b || pid <= 0) return false;
+  return OwnerOf(pid) == owner && !ProcessStartTime(pid).empty();
+}
+
+nlohmann::json NoteJson(const AuditRecord& r) {
+  return {{"time", r.time},         {"user", r.user},         {"project", r.project},
+          {"surface", r.surface},   {"endpoint", r.endpoint}, {"rule", r.rule},
+          {"route", r.route},       {"backend", r.backend},   {"model", r.model},
+          {"bytes_sent", r.bytes_sent}, {"sent_sha256", r.sent_sha256},
+          {"findings", r.findings}, {"redactions", r.redactions}, {"approval", r.approval},
+          {"notes", r.notes},       {"prompt", r.prompt}};
+}
+
+// A note as an "interrupted" record; fields a damaged note lacks stay empty.
+AuditRecord RecordFromNote(const std::string& text) {
+  AuditRecord r;
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto str = [&](const char* key) {
+    return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+  };
+  r.time = str("time");
+  r.user = str("user");
+  r.project = str("project");
+  r.surface = str("surface");
+  r.endpoint = str("endpoint");
+  r.rule = str("rule");
+  r.route = str("route");
+  r.backend = str("backend");
+  r.model = str("model");
+  r.sent_sha256 = str("sent_sha256");
+  r.approval = str("approval");
+  r.notes = str("notes");
+  r.prompt = str("prompt");
+  if (j.is_object() && j.contains("bytes_sent") && j["bytes_sent"].is_number_integer()) {
+    r.bytes_sent = j["bytes_sent"].get<int64_t>();
+  }
+  if (j.is_object() && j.contains("findings") && j["findings"].is_array()) r.findings = j["findings"];
+  if (j.is_object() && j.contains("redactions") && j["redactions"].is_array()) r.redactions = j["redactions"];
+  r.status = "interrupted: hearth stopped while this request was in flight (recorded at the next start)";
+  if (!j.is_object()) r.notes = "the in-flight note was damaged";
+  return r;
+}
+
+}  // namespace
+
+namespace {
+
+// Validates and fills what Append assigns before the lock; returns the JSON texts.
+std::pair<std::string, std::string> PrepareRecord(AuditRecord& record, const AuditOptions& options) {
+  if (!std::isfinite(record.latency_ms) || !std::isfinite(record.cost_usd)) {
+    throw std::invalid_argument("audit record: latency_ms and cost_usd must be finite");
+  }
+  if (record.latency_ms == 0) record.latency_ms = 0;  // -0.0 -> 0.0
+  if (record.cost_usd == 0) record.cost_usd = 0;
+  if (!options.store_prompts) record.prompt.clear();
+  if (record.time.empty()) record.time = NowRfc3339();
+  return {DumpJson(record.findings), DumpJson(record.redactions)};
+}
+
+// Chains `record` onto the head and deletes in-flight note `note` (0: none), in one
+// transaction. The caller holds the write mutex.
+int64_t AppendLocked(Db& db, const std::string& path, AuditRecord& record, const std::string& findings,
+                     const std::string& redactions, int64_t note) {
+  // IMMEDIATE takes the write lock before the head is read, so two processes appending to one
+  // file cannot both chain onto the same record.
+  Transaction txn(db, "BEGIN IMMEDIATE");
+  {
+    Stmt head(db, "SELECT count, last_hash FROM head WHERE singleton = 1");
+    if (!head.Step()) {
+      throw std::runtime_error("audit log " + path +
+                               ": the head is missing (the file was tampered with); "
+                               "run `hearth audit verify`");
+    }
+    record.id = head.Int(0) + 1;
+    record.prev_hash = head.Text(1);
+  }
+  record.hash = RecordHash(record, findings, redactions);
+  WriteRecord(db, record, findings, redactions);
+  if (note > 0) {
+    Stmt remove(db, "DELETE FROM in_flight WHERE id = ?");
+    remove.Bind(1, note);
+    remove.Step();
+  }
+  txn.Commit();
+  return record.id;
+}
+
+// Appends the notes of processes that are gone as "interrupted" records; returns how many.
+int64_t RecoverInterrupted(Db& db, const std::string& path, const AuditOptions& options) {
+  db.Exec(kInFlightSchema);
+  std::vector<std::pair<int64_t, std::string>> orphans;
+  {
+    Stmt notes(db, "SELECT id, owner, record FROM in_flight ORDER BY id");
+    while (notes.Step()) {
+      if (!OwnerAlive(notes.Text(1))) orphans.emplace_back(notes.Int(0), notes.Text(2));
+    }
+  }
+  for (const auto& [id, text] : orphans) {
+    AuditRecord record = RecordFromNote(text);
+    auto [findings, redactions] = PrepareRecord(record, options);
+    AppendLocked(db, path, record, findings, redactions, id);
+  }
+  return static_cast<int64_t>(orphans.size());
+}
+
+}  // namespace
+
 struct AuditLog::Impl {
   AuditOptions options;
+  std::string owner = OwnerOf(static_cast<long>(::getpid()));  // written into in-flight notes
+  bool in_flight_ready = false;  // the in_flight table exists (guarded by write_mutex)
   std::mutex write_mutex;
   Db writer;
   std::mutex read_mutex;
@@ -592,41 +746,42 @@ std::unique_ptr<AuditLog> AuditLog::Open(const std::string& path, AuditOptions o
     if (!has_records_table()) impl->writer.Exec(kSchema);  // another process may have won
     txn.Commit();
   }
+  int64_t recovered = 0;
+  if (options.recover_interrupted) {
+    recovered = RecoverInterrupted(impl->writer, path, options);
+    impl->in_flight_ready = true;
+  }
   impl->reader.Open(path);
   impl->reader.Exec("PRAGMA query_only = ON");
-  return std::unique_ptr<AuditLog>(new AuditLog(path, std::move(impl)));
+  std::unique_ptr<AuditLog> log(new AuditLog(path, std::move(impl)));
+  log->recovered_at_open_ = recovered;
+  return log;
 }
 
-int64_t AuditLog::Append(AuditRecord record) {
-  if (!std::isfinite(record.latency_ms) || !std::isfinite(record.cost_usd)) {
-    throw std::invalid_argument("audit record: latency_ms and cost_usd must be finite");
-  }
-  if (record.latency_ms == 0) record.latency_ms = 0;  // -0.0 -> 0.0
-  if (record.cost_usd == 0) record.cost_usd = 0;
-  if (!impl_->options.store_prompts) record.prompt.clear();
-  if (record.time.empty()) record.time = NowRfc3339();
-  const std::string findings = DumpJson(record.findings);
-  const std::string redactions = DumpJson(record.redactions);
+int64_t AuditLog::Append(AuditRecord record) { return Append(std::move(record), 0); }
 
+int64_t AuditLog::Append(AuditRecord record, int64_t in_flight_note) {
+  auto [findings, redactions] = PrepareRecord(record, impl_->options);
+  std::lock_guard<std::mutex> lock(impl_->write_mutex);
+  return AppendLocked(impl_->writer, path_, record, findings, redactions, in_flight_note);
+}
+
+int64_t AuditLog::NoteInFlight(const AuditRecord& partial) {
+  AuditRecord note = partial;
+  if (!impl_->options.store_prompts) note.prompt.clear();
+  if (note.time.empty()) note.time = NowRfc3339();
+  const std::string text = DumpJson(NoteJson(note));
   std::lock_guard<std::mutex> lock(impl_->write_mutex);
   Db& db = impl_->writer;
-  // IMMEDIATE takes the write lock before the head is read, so two processes appending to one
-  // file cannot both chain onto the same record.
-  Transaction txn(db, "BEGIN IMMEDIATE");
-  {
-    Stmt head(db, "SELECT count, last_hash FROM head WHERE singleton = 1");
-    if (!head.Step()) {
-      throw std::runtime_error("audit log " + path_ +
-                               ": the head is missing (the file was tampered with); "
-                               "run `hearth audit verify`");
-    }
-    record.id = head.Int(0) + 1;
-    record.prev_hash = head.Text(1);
+  if (!impl_->in_flight_ready) {
+    db.Exec(kInFlightSchema);
+    impl_->in_flight_ready = true;
   }
-  record.hash = RecordHash(record, findings, redactions);
-  WriteRecord(db, record, findings, redactions);
-  txn.Commit();
-  return record.id;
+  Stmt insert(db, "INSERT INTO in_flight (owner, record) VALUES (?, ?)");
+  insert.Bind(1, impl_->owner);
+  insert.Bind(2, text);
+  insert.Step();
+  return sqlite3_last_insert_rowid(db.get());
 }
 
 VerifyReport AuditLog::Verify() const {

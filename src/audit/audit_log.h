@@ -3,9 +3,9 @@
 // the fact is detected by Verify. Design, schema and limits: docs/audit.md.
 //
 // Contract:
-//  - Append is the only writer. It assigns id (1, 2, 3, ...), time (when empty), prev_hash
-//    and hash, and returns once the record and the head are durable (one transaction,
-//    synchronous=FULL). A record is either fully in the log or not at all.
+//  - Append is the only writer of records. It assigns id (1, 2, 3, ...), time (when empty),
+//    prev_hash and hash in one transaction (record + head): a record is either fully in the
+//    log or not at all; how durable it is when Append returns is AuditOptions::sync_every_record.
 //  - hash = sha256(prev_hash || CanonicalRecordJson(record)); record 1's prev_hash is 64 "0".
 //  - A separate one-row head (record count, last hash) is updated in the same transaction, so
 //    deleting the newest records is detected too. Rewriting the whole chain *and* the head is
@@ -56,6 +56,9 @@ struct AuditOptions {
   // true: synchronous=FULL, one fsync per record: survives a power loss too, at about 1 ms per
   // request on a typical SSD-backed VM (docs/performance.md).
   bool sync_every_record = false;
+  // hearth serve sets this: Open turns in-flight notes left by a process that no longer runs
+  // (see NoteInFlight) into records with status "interrupted: ...".
+  bool recover_interrupted = false;
 };
 
 struct VerifyReport {
@@ -79,6 +82,17 @@ class AuditLog {
   // Durable when it returns. Returns the new record's id. Throws std::runtime_error on SQLite
   // errors or a log whose head is gone, std::invalid_argument on non-finite doubles.
   int64_t Append(AuditRecord record);
+
+  // Write-ahead note for a request about to leave the machine, written before its first byte
+  // is sent: a hearth that dies mid-request (crash, SIGKILL, out of memory) still leaves a
+  // trace. Append(record, note) deletes the note in the same transaction as the record; an
+  // Open with recover_interrupted appends the notes of processes that are gone as records
+  // with status "interrupted: ...". Notes sit outside the hash chain until converted. Returns
+  // the note's id. Throws like Append.
+  int64_t NoteInFlight(const AuditRecord& partial);
+  int64_t Append(AuditRecord record, int64_t in_flight_note);
+  // Notes converted into "interrupted" records by Open (recover_interrupted).
+  int64_t recovered_at_open() const { return recovered_at_open_; }
 
   // Recomputes the whole chain and compares it with the head. Never throws for a tampered
   // file (tampering is reported); throws std::runtime_error when the file cannot be read.
@@ -105,6 +119,7 @@ class AuditLog {
   AuditLog(std::string path, std::unique_ptr<Impl> impl);
   std::string path_;
   std::unique_ptr<Impl> impl_;
+  int64_t recovered_at_open_ = 0;
 };
 
 // The exact bytes hashed: every field but `hash`, in declaration order, no whitespace.

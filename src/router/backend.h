@@ -123,11 +123,16 @@ class BackendUnavailable : public std::runtime_error {
 class RemoteBackend {
  public:
   virtual ~RemoteBackend() = default;
+  // Called once before the first byte of a request leaves, with the sha256 and size of the
+  // body about to be sent (the audit log's write-ahead note); an exception from it aborts the
+  // request unsent.
+  using BeforeSend = std::function<void(const std::string& sha256, uint64_t body_bytes)>;
   // Streams the completion of `messages` (already redacted) through on_text. Throws
   // BackendUnavailable (transient: retries exhausted, circuit open, timeouts) or
   // std::runtime_error (permanent: 4xx other than 429, bad key).
   virtual RemoteResult Chat(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& sampling,
-                            const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel) = 0;
+                            const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel,
+                            const BeforeSend& before_send = {}) = 0;
   virtual const BackendConfig& config() const = 0;
   virtual bool circuit_open() const = 0;
 };

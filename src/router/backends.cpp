@@ -550,7 +550,8 @@ class HttpBackend : public RemoteBackend {
   bool circuit_open() const override { return breaker_.IsOpen(); }
 
   RemoteResult Chat(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& sampling,
-                    const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel) override;
+                    const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel,
+                    const BeforeSend& before_send = {}) override;
 
  protected:
   virtual std::string Url() const = 0;
@@ -588,7 +589,8 @@ bool SleepUnlessCancelled(int ms, const std::shared_ptr<std::atomic<bool>>& canc
 }
 
 RemoteResult HttpBackend::Chat(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& sampling,
-                               const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel) {
+                               const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel,
+                               const BeforeSend& before_send) {
   const auto t0 = Clock::now();
   BreakerVerdict verdict(breaker_, breaker_.Admit());
 
@@ -598,6 +600,7 @@ RemoteResult HttpBackend::Chat(const std::vector<engine::ChatMessage>& messages,
 
   RemoteResult result;
   result.sent_sha256 = Sha256Hex(body);
+  if (before_send) before_send(result.sent_sha256, body.size());
   bool emitted = false;
   std::exception_ptr sink_error;
   const auto finish = [&](std::string reason) {

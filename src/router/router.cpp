@@ -207,6 +207,7 @@ struct Router::Routed {
   double cost_usd = 0;
   nlohmann::json redactions = nlohmann::json::array();
   std::string sent_text;  // for store_prompts
+  int64_t in_flight_note = 0;  // the audit log's write-ahead note while a cloud request runs
 };
 
 Router::Router(engine::ModelPool& pool, RouterOptions options) : pool_(pool), options_(std::move(options)) {
@@ -225,7 +226,12 @@ Router::Router(engine::ModelPool& pool, RouterOptions options) : pool_(pool), op
     audit::AuditOptions ao;
     ao.store_prompts = options_.policy.store_prompts;
     ao.sync_every_record = options_.policy.audit_sync_every_record;
+    ao.recover_interrupted = true;
     audit_ = audit::AuditLog::Open(options_.audit_path, ao);
+    if (const int64_t n = audit_->recovered_at_open(); n > 0) {
+      std::fprintf(stderr, "hearth: audit log: %lld cloud request(s) were in flight when an earlier hearth stopped; "
+                   "recorded as interrupted\n", static_cast<long long>(n));
+    }
   }
 }
 
@@ -328,6 +334,10 @@ InferenceResult Router::Generate(const InferenceRequest& request, const Generati
       Audit(request, routed, result, std::string("error: ") + e.what());
     }
     throw;
+  } catch (const std::exception& e) {  // e.g. a provider that rejected the request it was sent
+    result.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    Audit(request, routed, result, std::string("error: ") + e.what());
+    throw;
   }
   result.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (result.finish_reason == "cancelled") status = "cancelled";
@@ -415,9 +425,20 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
     if (restored.empty() || !callbacks.on_text) return true;
     return callbacks.on_text(restored);
   };
+  // Nothing leaves before the audit log knows: a note that turns into an "interrupted" record
+  // if hearth dies before the request's record is appended.
+  auto before_send = [&](const std::string& sha256, uint64_t body_bytes) {
+    routed.sent_sha256 = sha256;
+    routed.bytes_sent = body_bytes;
+    if (!audit_) return;
+    InferenceResult pending;
+    pending.route = "cloud";
+    pending.backend = "cloud:" + backend->config().name + "/" + backend->config().model;
+    routed.in_flight_note = audit_->NoteInFlight(MakeAuditRecord(request, routed, pending, "in flight"));
+  };
   RemoteResult remote;
   try {
-    remote = backend->Chat(messages, request.sampling, sink, cancel);
+    remote = backend->Chat(messages, request.sampling, sink, cancel, before_send);
   } catch (const BackendUnavailable& e) {
     routed.notes.push_back(std::string("backend '") + d.backend + "' unavailable (" + e.what() + "); served locally");
     return false;
@@ -447,9 +468,8 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
   return true;
 }
 
-void Router::Audit(const InferenceRequest& request, const Routed& routed, const InferenceResult& result,
-                   const std::string& status) {
-  if (!audit_) return;
+audit::AuditRecord Router::MakeAuditRecord(const InferenceRequest& request, const Routed& routed,
+                                           const InferenceResult& result, const std::string& status) const {
   audit::AuditRecord r;
   r.user = request.client.user;
   r.project = request.client.project;
@@ -482,8 +502,14 @@ void Router::Audit(const InferenceRequest& request, const Routed& routed, const 
     for (const std::string& t : RequestTexts(request)) all += t + "\n";
     return all;
   }();
+  return r;
+}
+
+void Router::Audit(const InferenceRequest& request, const Routed& routed, const InferenceResult& result,
+                   const std::string& status) {
+  if (!audit_) return;
   try {
-    audit_->Append(std::move(r));
+    audit_->Append(MakeAuditRecord(request, routed, result, status), routed.in_flight_note);
   } catch (const std::exception& e) {
     // The response is already produced; losing the audit record must be loud.
     std::fprintf(stderr, "hearth: AUDIT LOG WRITE FAILED: %s\n", e.what());

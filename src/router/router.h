@@ -23,6 +23,7 @@
 
 namespace hearth::audit {
 class AuditLog;
+struct AuditRecord;
 }
 
 namespace hearth::router {
@@ -109,6 +110,8 @@ class Router {
                            std::shared_ptr<std::atomic<bool>> cancel);
   bool RunCloud(const InferenceRequest& request, const GenerationCallbacks& callbacks,
                 const std::shared_ptr<std::atomic<bool>>& cancel, Routed& routed, InferenceResult& result);
+  audit::AuditRecord MakeAuditRecord(const InferenceRequest& request, const Routed& routed,
+                                     const InferenceResult& result, const std::string& status) const;
   void Audit(const InferenceRequest& request, const Routed& routed, const InferenceResult& result,
              const std::string& status);
 

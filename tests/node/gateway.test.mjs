@@ -263,6 +263,52 @@ test('the audit log has a record per routed request and detects tampering', { sk
   assert.match(bad.stdout + bad.stderr, /3/);
 });
 
+test('a cloud request in flight when hearth is killed is recorded as interrupted at the next start', { skip: SKIP_STORIES }, async () => {
+  await postJson(`${fake.url}/_reset`, {});
+  await control({ tokens_per_second: 4 });  // a slow stream: hearth is killed in the middle of it
+  const db = path.join(makeTempDir(), 'audit.db');
+  const options = {
+    models: [`stories260K=${STORIES_MODEL}`],
+    args: ['--policy', path.join(dir, 'hearth.yaml'), '--audit-db', db],
+    env: { HEARTH_TEST_FAKE_KEY: FAKE_KEY },
+  };
+  const first = await startServer(options);
+  let got;
+  try {
+    const res = await fetch(`${first.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'stories260K', max_tokens: 400, stream: true,
+        messages: [{ role: 'user', content: `explain ${AWS_KEY} in detail` }] }),
+    });
+    assert.equal(res.headers.get('x-hearth-route'), 'cloud');
+    const reader = res.body.getReader();
+    await reader.read();  // text is streaming: the request has left the machine
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    await reader.cancel().catch(() => {});
+    got = await received();
+  } finally {
+    await postJson(`${fake.url}/_reset`, {});
+  }
+  const second = await startServer(options);
+  await second.stop();
+  assert.match(second.log(), /1 cloud request\(s\) were in flight when an earlier hearth stopped/);
+  const shown = runHearth(['audit', 'export', '--db', db]);
+  assert.equal(shown.status, 0, shown.stderr);
+  const records = shown.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  assert.equal(records.length, 1, shown.stdout);
+  const r = records[0];
+  assert.equal(r.route, 'cloud');
+  assert.match(r.status, /^interrupted/);
+  assert.equal(r.backend, 'cloud:fake/fake-gpt');
+  assert.equal(got.length, 1);
+  assert.equal(r.sent_sha256, got[0].body_sha256, 'the record names exactly the bytes that left');
+  assert.equal(r.bytes_sent, got[0].body_bytes);
+  assert.ok(r.findings.some((f) => f.rule === 'aws_access_key_id'), JSON.stringify(r.findings));
+  const ok = runHearth(['audit', 'verify', '--db', db]);
+  assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+});
+
 test('default configuration: no outbound connection, doctor passes', async () => {
   const { tinyModel } = await import('./helpers.mjs');
   const plain = await startServer({ models: [`tiny=${tinyModel()}`], args: ['--audit-db', path.join(makeTempDir(), 'a.db')] });
