@@ -714,8 +714,9 @@ TEST(AuditLog, NotesOfAKilledProcessBecomeInterruptedRecords) {
   ASSERT_EQ(waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_EQ(InFlightNotes(path), 1);
-  // Readers (hearth audit show/verify) do not convert notes.
+  // Readers (hearth audit show/verify) do not convert notes; verify counts them.
   EXPECT_EQ(AuditLog::Open(path)->recovered_at_open(), 0);
+  EXPECT_EQ(AuditLog::Open(path)->Verify().in_flight, 1);
   EXPECT_EQ(InFlightNotes(path), 1);
 
   auto log = AuditLog::Open(path, AuditOptions{.recover_interrupted = true});

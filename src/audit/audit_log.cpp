@@ -794,6 +794,9 @@ VerifyReport AuditLog::Verify() const {
   Stmt count(db, "SELECT count(*) FROM records");
   count.Step();
   report.records = count.Int(0);
+  if (QueryInt(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'in_flight'") != 0) {
+    report.in_flight = QueryInt(db, "SELECT count(*) FROM in_flight");
+  }
   auto fail = [&](int64_t id, std::string problem) {
     report.ok = false;
     report.first_bad_id = id;

@@ -68,6 +68,7 @@ struct VerifyReport {
                              // head itself is gone); for a broken link the tampered record may
                              // be the one before it
   std::string problem;       // e.g. "record 7 was edited (hash mismatch)", "" when ok
+  int64_t in_flight = 0;     // write-ahead notes (NoteInFlight) not yet replaced by a record
 };
 
 class AuditLog {

@@ -194,6 +194,11 @@ void RunVerify(const AuditArgs& args) {
     throw CLI::RuntimeError(1);
   }
   std::printf("ok: %lld records, chain intact\n", static_cast<long long>(report.records));
+  if (report.in_flight > 0) {
+    std::printf("%lld cloud request(s) in flight: running now, or left by a hearth that stopped "
+                "(recorded as interrupted when hearth serve starts)\n",
+                static_cast<long long>(report.in_flight));
+  }
   if (anchor.records >= 0) {
     // The chain is intact; the anchor says whether it is still the chain it was.
     std::string problem;
