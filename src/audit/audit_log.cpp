@@ -592,42 +592,37 @@ bool OwnerAlive(const std::string& owner) {
   return OwnerOf(pid) == owner && !ProcessStartTime(pid).empty();
 }
 
+// The text fields a note keeps (all a record has before its request ends).
+constexpr std::pair<const char*, std::string AuditRecord::*> kNoteTextFields[] = {
+    {"time", &AuditRecord::time},         {"user", &AuditRecord::user},
+    {"project", &AuditRecord::project},   {"surface", &AuditRecord::surface},
+    {"endpoint", &AuditRecord::endpoint}, {"rule", &AuditRecord::rule},
+    {"route", &AuditRecord::route},       {"backend", &AuditRecord::backend},
+    {"model", &AuditRecord::model},       {"sent_sha256", &AuditRecord::sent_sha256},
+    {"approval", &AuditRecord::approval}, {"notes", &AuditRecord::notes},
+    {"prompt", &AuditRecord::prompt}};
+
 nlohmann::json NoteJson(const AuditRecord& r) {
-  return {{"time", r.time},         {"user", r.user},         {"project", r.project},
-          {"surface", r.surface},   {"endpoint", r.endpoint}, {"rule", r.rule},
-          {"route", r.route},       {"backend", r.backend},   {"model", r.model},
-          {"bytes_sent", r.bytes_sent}, {"sent_sha256", r.sent_sha256},
-          {"findings", r.findings}, {"redactions", r.redactions}, {"approval", r.approval},
-          {"notes", r.notes},       {"prompt", r.prompt}};
+  nlohmann::json j = {{"bytes_sent", r.bytes_sent}, {"findings", r.findings}, {"redactions", r.redactions}};
+  for (const auto& [key, field] : kNoteTextFields) j[key] = r.*field;
+  return j;
 }
 
 // A note as an "interrupted" record; fields a damaged note lacks stay empty.
 AuditRecord RecordFromNote(const std::string& text) {
   AuditRecord r;
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  auto str = [&](const char* key) {
-    return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
-  };
-  r.time = str("time");
-  r.user = str("user");
-  r.project = str("project");
-  r.surface = str("surface");
-  r.endpoint = str("endpoint");
-  r.rule = str("rule");
-  r.route = str("route");
-  r.backend = str("backend");
-  r.model = str("model");
-  r.sent_sha256 = str("sent_sha256");
-  r.approval = str("approval");
-  r.notes = str("notes");
-  r.prompt = str("prompt");
-  if (j.is_object() && j.contains("bytes_sent") && j["bytes_sent"].is_number_integer()) {
-    r.bytes_sent = j["bytes_sent"].get<int64_t>();
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    j = nlohmann::json::object();
+    r.notes = "the in-flight note was damaged";
   }
-  if (j.is_object() && j.contains("findings") && j["findings"].is_array()) r.findings = j["findings"];
-  if (j.is_object() && j.contains("redactions") && j["redactions"].is_array()) r.redactions = j["redactions"];
+  for (const auto& [key, field] : kNoteTextFields) {
+    if (j.contains(key) && j[key].is_string()) r.*field = j[key].get<std::string>();
+  }
+  if (j.contains("bytes_sent") && j["bytes_sent"].is_number_integer()) r.bytes_sent = j["bytes_sent"].get<int64_t>();
+  if (j.contains("findings") && j["findings"].is_array()) r.findings = j["findings"];
+  if (j.contains("redactions") && j["redactions"].is_array()) r.redactions = j["redactions"];
   r.status = "interrupted: hearth stopped while this request was in flight (recorded at the next start)";
-  if (!j.is_object()) r.notes = "the in-flight note was damaged";
   return r;
 }
 
