@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <exception>
 
+#include "net/curl_url.h"
 #include "router/backend.h"
 
 namespace hearth::router {
@@ -21,64 +22,9 @@ constexpr size_t kMaxBody = 32 * 1024 * 1024;  // non-streaming body
 constexpr size_t kMaxIdleMultis = 16;          // pooled multi handles (connection caches)
 constexpr long kPollMs = 20;                   // cancel/stall check granularity
 
-void GlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) throw std::runtime_error("curl_global_init failed");
-  });
-}
-
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-std::string Trim(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return std::string(s.substr(b, e - b));
-}
-
-struct CurlUrlDeleter {
-  void operator()(CURLU* u) const { curl_url_cleanup(u); }
-};
-using CurlUrlPtr = std::unique_ptr<CURLU, CurlUrlDeleter>;
-
-// A URL as libcurl itself parses it: the same CURLU is handed to the transfer (CURLOPT_CURLU),
-// so the host checked against the allowlist is exactly the host libcurl connects to.
-struct ParsedUrl {
-  bool ok = false;
-  CurlUrlPtr handle;
-  std::string host;       // lower case; IPv6 in brackets
-  std::string host_port;  // host:effective port (explicit or the scheme's default)
-  std::string display;    // scheme://host[:port]/path: no user info, query or fragment
-};
-
-std::string GetPart(CURLU* u, CURLUPart part, unsigned flags = 0) {
-  char* v = nullptr;
-  if (curl_url_get(u, part, &v, flags) != CURLUE_OK || v == nullptr) return {};
-  std::string s(v);
-  curl_free(v);
-  return s;
-}
-
-ParsedUrl Parse(const std::string& url) {
-  ParsedUrl p;
-  p.handle.reset(curl_url());
-  if (!p.handle) return p;
-  if (curl_url_set(p.handle.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return p;
-  std::string scheme = Lower(GetPart(p.handle.get(), CURLUPART_SCHEME));
-  p.host = Lower(GetPart(p.handle.get(), CURLUPART_HOST));
-  std::string port = GetPart(p.handle.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
-  std::string explicit_port = GetPart(p.handle.get(), CURLUPART_PORT);
-  std::string path = GetPart(p.handle.get(), CURLUPART_PATH);
-  if ((scheme != "http" && scheme != "https") || p.host.empty() || port.empty()) return p;
-  p.host_port = p.host + ":" + port;
-  p.display = scheme + "://" + p.host + (explicit_port.empty() ? "" : ":" + explicit_port) + path;
-  p.ok = true;
-  return p;
-}
+using net::Lower;
+using net::ParsedUrl;
+using net::Trim;
 
 bool HostAllowed(const std::vector<std::string>& allowed, const ParsedUrl& p) {
   if (!p.ok) return false;
@@ -222,7 +168,7 @@ struct Egress::HandlePool {
 };
 
 Egress::Egress(std::vector<std::string> allowed_hosts) : pool_(std::make_unique<HandlePool>()) {
-  GlobalInit();
+  net::CurlGlobalInit();
   for (const auto& raw : allowed_hosts) {
     std::string h = Lower(Trim(raw));
     if (h.empty()) continue;
@@ -239,7 +185,7 @@ Egress::Egress(std::vector<std::string> allowed_hosts) : pool_(std::make_unique<
 
 Egress::~Egress() = default;
 
-bool Egress::IsAllowed(const std::string& url) const { return HostAllowed(allowed_, Parse(url)); }
+bool Egress::IsAllowed(const std::string& url) const { return HostAllowed(allowed_, net::ParseUrl(url)); }
 
 std::vector<EgressAttempt> Egress::attempts() const {
   std::lock_guard lock(mutex_);
@@ -259,7 +205,7 @@ EgressResponse Egress::Post(const std::string& url, const std::vector<std::strin
   using F = EgressResponse::Failure;
   EgressAttempt attempt;
   attempt.time = std::chrono::system_clock::now();
-  ParsedUrl parsed = Parse(url);
+  ParsedUrl parsed = net::ParseUrl(url);
   attempt.host = parsed.ok ? parsed.host_port : "";
   attempt.url = parsed.ok ? parsed.display : "(unparsable URL)";
   if (!HostAllowed(allowed_, parsed)) {

@@ -25,6 +25,7 @@
 
 #include "engine/error.h"
 #include "engine/gguf_check.h"
+#include "net/curl_url.h"
 
 namespace hearth::store {
 
@@ -40,25 +41,6 @@ constexpr size_t kMaxManifestBody = 1u << 20;
 constexpr size_t kMaxErrorBody = 4096;
 constexpr auto kProgressInterval = std::chrono::milliseconds(200);
 
-void GlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) throw std::runtime_error("curl_global_init failed");
-  });
-}
-
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-std::string Trim(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return std::string(s.substr(b, e - b));
-}
-
 std::string Printable(const std::string& s) {
   std::string out;
   for (unsigned char c : s.substr(0, 200)) out += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);
@@ -70,48 +52,9 @@ std::string Printable(const std::string& s) {
   throw EngineError(ErrorKind::kInternal, what + ": " + std::strerror(err));
 }
 
-struct CurlUrlDeleter {
-  void operator()(CURLU* u) const { curl_url_cleanup(u); }
-};
-using CurlUrlPtr = std::unique_ptr<CURLU, CurlUrlDeleter>;
-
-std::string GetPart(CURLU* u, CURLUPart part, unsigned flags = 0) {
-  char* v = nullptr;
-  if (curl_url_get(u, part, &v, flags) != CURLUE_OK || v == nullptr) return {};
-  std::string s(v);
-  curl_free(v);
-  return s;
-}
-
-// A URL as libcurl parses it; the same handle goes to the transfer (CURLOPT_CURLU), so the
-// host checked is the host connected to.
-struct ParsedUrl {
-  bool ok = false;
-  CurlUrlPtr handle;
-  std::string url;        // as given
-  std::string scheme;     // "http" / "https"
-  std::string host;       // lower case; IPv6 in brackets
-  std::string host_port;  // host:effective port
-  std::string display;    // scheme://host[:port]/path -- no credentials, query or fragment
-};
-
-ParsedUrl Parse(const std::string& url) {
-  ParsedUrl p;
-  p.url = url;
-  p.handle.reset(curl_url());
-  if (!p.handle) return p;
-  if (curl_url_set(p.handle.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return p;
-  p.scheme = Lower(GetPart(p.handle.get(), CURLUPART_SCHEME));
-  p.host = Lower(GetPart(p.handle.get(), CURLUPART_HOST));
-  const std::string port = GetPart(p.handle.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
-  const std::string explicit_port = GetPart(p.handle.get(), CURLUPART_PORT);
-  const std::string path = GetPart(p.handle.get(), CURLUPART_PATH);
-  if ((p.scheme != "http" && p.scheme != "https") || p.host.empty() || port.empty()) return p;
-  p.host_port = p.host + ":" + port;
-  p.display = p.scheme + "://" + p.host + (explicit_port.empty() ? "" : ":" + explicit_port) + path;
-  p.ok = true;
-  return p;
-}
+using net::Lower;
+using net::ParsedUrl;
+using net::Trim;
 
 bool IsLoopback(const std::string& host) {
   return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
@@ -123,7 +66,7 @@ bool HostAllowed(const PullConfig& config, const ParsedUrl& p) {
     if (a == p.host || a == p.host_port) return true;
   }
   if (!config.mirror.empty()) {
-    ParsedUrl m = Parse(config.mirror);
+    ParsedUrl m = net::ParseUrl(config.mirror);
     if (m.ok && m.host_port == p.host_port) return true;
   }
   return false;
@@ -131,7 +74,7 @@ bool HostAllowed(const PullConfig& config, const ParsedUrl& p) {
 
 bool IsMirrorUrl(const PullConfig& config, const ParsedUrl& p) {
   if (config.mirror.empty()) return false;
-  ParsedUrl m = Parse(config.mirror);
+  ParsedUrl m = net::ParseUrl(config.mirror);
   return m.ok && m.scheme == p.scheme && m.host_port == p.host_port;
 }
 
@@ -315,7 +258,7 @@ struct AttemptResult {
 
 // One GET of one URL (no redirects followed). Headers: extra request headers.
 AttemptResult Perform(Attempt& a, ParsedUrl& url, const std::vector<std::string>& headers, const PullOptions& o) {
-  GlobalInit();
+  net::CurlGlobalInit();
   CURL* easy = curl_easy_init();
   if (easy == nullptr) throw EngineError(ErrorKind::kInternal, "curl_easy_init failed");
   a.easy = easy;
@@ -404,7 +347,7 @@ void SleepUnlessCancelled(std::chrono::milliseconds d, const PullOptions& o) {
 std::string FetchSmall(const Store& store, const PullConfig& config, const PullOptions& o, const std::string& start_url) {
   std::string url = start_url;
   for (int hop = 0, attempt = 1;; ) {
-    ParsedUrl p = Parse(url);
+    ParsedUrl p = net::ParseUrl(url);
     CheckUrl(store, config, p, o.insecure, hop == 0 ? "source" : "redirect target");
     Attempt a;
     a.cancel = o.cancel.get();
@@ -413,7 +356,7 @@ std::string FetchSmall(const Store& store, const PullConfig& config, const PullO
     AttemptResult r = Perform(a, p, {}, o);
     if (o.cancel && o.cancel->load()) throw EngineError(ErrorKind::kInternal, "cancelled");
     if (!r.redirect.empty()) {
-      if (++hop > kMaxRedirects) throw EngineError(ErrorKind::kInternal, "too many redirects from " + Parse(start_url).display);
+      if (++hop > kMaxRedirects) throw EngineError(ErrorKind::kInternal, "too many redirects from " + net::ParseUrl(start_url).display);
       url = r.redirect;
       continue;
     }
@@ -535,7 +478,7 @@ struct Downloaded {
 Downloaded Download(const Store& store, const PullConfig& config, const PullOptions& o, const std::string& source_url,
                     std::vector<Expectation> expected, std::optional<uint64_t> expected_size, PartialFile& partial,
                     const std::string& label, const ProgressFn& progress) {
-  const std::string display = Parse(source_url).display;
+  const std::string display = net::ParseUrl(source_url).display;
   json meta = partial.ReadMeta();
   uint64_t offset = partial.Size();
   // Resume only what can be proven to be the same file: a known digest, or a validator
@@ -585,7 +528,7 @@ Downloaded Download(const Store& store, const PullConfig& config, const PullOpti
   bool complete = false;
   std::string last_error;
   while (!complete) {
-    ParsedUrl p = Parse(url);
+    ParsedUrl p = net::ParseUrl(url);
     CheckUrl(store, config, p, o.insecure, hops == 0 ? "source" : "redirect target");
     if (o.cancel && o.cancel->load()) break;
     std::vector<std::string> headers;
@@ -787,21 +730,21 @@ PullConfig LoadPullConfig(const Store& store) {
   c.mirror = Trim(c.mirror);
   while (!c.mirror.empty() && c.mirror.back() == '/') c.mirror.pop_back();
   if (!c.mirror.empty()) {
-    GlobalInit();
-    if (!Parse(c.mirror).ok) throw EngineError(ErrorKind::kInvalidRequest, "pull mirror '" + Printable(c.mirror) + "' is not an http(s) URL");
+    net::CurlGlobalInit();
+    if (!net::ParseUrl(c.mirror).ok) throw EngineError(ErrorKind::kInvalidRequest, "pull mirror '" + Printable(c.mirror) + "' is not an http(s) URL");
   }
   return c;
 }
 
 bool PullUrlAllowed(const PullConfig& config, const std::string& url) {
-  GlobalInit();
-  return HostAllowed(config, Parse(url));
+  net::CurlGlobalInit();
+  return HostAllowed(config, net::ParseUrl(url));
 }
 
 std::string NameFromUrl(const std::string& url) {
-  GlobalInit();
-  ParsedUrl p = Parse(url);
-  std::string path = p.ok ? GetPart(p.handle.get(), CURLUPART_PATH) : url;
+  net::CurlGlobalInit();
+  ParsedUrl p = net::ParseUrl(url);
+  std::string path = p.ok ? net::GetUrlPart(p.handle.get(), CURLUPART_PATH) : url;
   std::string file = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
   if (file.size() > 5 && Lower(file.substr(file.size() - 5)) == ".gguf") file.resize(file.size() - 5);
   std::string out;
@@ -816,7 +759,7 @@ std::string NameFromUrl(const std::string& url) {
 }
 
 Manifest Pull(Store& store, const PullOptions& options, const ProgressFn& progress) {
-  GlobalInit();
+  net::CurlGlobalInit();
   const PullConfig config = LoadPullConfig(store);
   const std::string source = Trim(options.source);
   if (source.empty()) throw EngineError(ErrorKind::kInvalidRequest, "nothing to pull: give a URL or a mirror model name");
@@ -828,7 +771,7 @@ Manifest Pull(Store& store, const PullOptions& options, const ProgressFn& progre
   }
 
   if (source.find("://") != std::string::npos) {
-    ParsedUrl p = Parse(source);
+    ParsedUrl p = net::ParseUrl(source);
     CheckUrl(store, config, p, options.insecure, "source");  // before anything else touches the network
     std::string name = options.name.empty() ? NameFromUrl(source) : options.name;
     if (name.empty()) {
@@ -899,7 +842,7 @@ Manifest Pull(Store& store, const PullOptions& options, const ProgressFn& progre
   }
   Manifest m = remote_manifest;
   m.name = local;
-  m.source = "mirror:" + Parse(config.mirror).display + "/" + remote;
+  m.source = "mirror:" + net::ParseUrl(config.mirror).display + "/" + remote;
   m.created_at.clear();
   if (progress && !progress({"writing manifest", "", 0, 0})) throw EngineError(ErrorKind::kInternal, "cancelled");
   store.Commit(m, new_blobs);
