@@ -563,12 +563,14 @@ std::string ReadFirstLine(const std::string& path) {
 }
 
 // Field 22 of /proc/PID/stat (start time in clock ticks since boot): with the boot id it tells
-// a live owner from a later process that reused its pid. "" when the process does not exist.
+// a live owner from a later process that reused its pid. "" when the process does not exist
+// or has exited (a zombie its parent has not reaped yet).
 std::string ProcessStartTime(long pid) {
   const std::string stat = ReadFirstLine("/proc/" + std::to_string(pid) + "/stat");
   const size_t close = stat.rfind(')');  // the command name may contain spaces and parentheses
-  if (close == std::string::npos) return "";
-  std::string rest = stat.substr(close + 2);  // field 3 onwards
+  if (close == std::string::npos || close + 2 >= stat.size()) return "";
+  std::string rest = stat.substr(close + 2);  // field 3 (state) onwards
+  if (rest[0] == 'Z' || rest[0] == 'X') return "";
   for (int field = 3; field < 22; ++field) {
     const size_t space = rest.find(' ');
     if (space == std::string::npos) return "";
