@@ -628,10 +628,6 @@ AuditRecord RecordFromNote(const std::string& text) {
   return r;
 }
 
-}  // namespace
-
-namespace {
-
 // Validates and fills what Append assigns before the lock; returns the JSON texts.
 std::pair<std::string, std::string> PrepareRecord(AuditRecord& record, const AuditOptions& options) {
   if (!std::isfinite(record.latency_ms) || !std::isfinite(record.cost_usd)) {
@@ -644,13 +640,22 @@ std::pair<std::string, std::string> PrepareRecord(AuditRecord& record, const Aud
   return {DumpJson(record.findings), DumpJson(record.redactions)};
 }
 
+enum class NoteGone { kAppendAnyway, kSkip };
+
 // Chains `record` onto the head and deletes in-flight note `note` (0: none), in one
-// transaction. The caller holds the write mutex.
+// transaction. When the note is already gone and `if_gone` is kSkip (recovery: another
+// process converted it first), appends nothing and returns 0. The caller holds the write mutex.
 int64_t AppendLocked(Db& db, const std::string& path, AuditRecord& record, const std::string& findings,
-                     const std::string& redactions, int64_t note) {
+                     const std::string& redactions, int64_t note, NoteGone if_gone = NoteGone::kAppendAnyway) {
   // IMMEDIATE takes the write lock before the head is read, so two processes appending to one
   // file cannot both chain onto the same record.
   Transaction txn(db, "BEGIN IMMEDIATE");
+  if (note > 0) {
+    Stmt remove(db, "DELETE FROM in_flight WHERE id = ?");
+    remove.Bind(1, note);
+    remove.Step();
+    if (sqlite3_changes(db.get()) == 0 && if_gone == NoteGone::kSkip) return 0;  // rolls back
+  }
   {
     Stmt head(db, "SELECT count, last_hash FROM head WHERE singleton = 1");
     if (!head.Step()) {
@@ -663,11 +668,6 @@ int64_t AppendLocked(Db& db, const std::string& path, AuditRecord& record, const
   }
   record.hash = RecordHash(record, findings, redactions);
   WriteRecord(db, record, findings, redactions);
-  if (note > 0) {
-    Stmt remove(db, "DELETE FROM in_flight WHERE id = ?");
-    remove.Bind(1, note);
-    remove.Step();
-  }
   txn.Commit();
   return record.id;
 }
@@ -682,12 +682,13 @@ int64_t RecoverInterrupted(Db& db, const std::string& path, const AuditOptions& 
       if (!OwnerAlive(notes.Text(1))) orphans.emplace_back(notes.Int(0), notes.Text(2));
     }
   }
+  int64_t recovered = 0;
   for (const auto& [id, text] : orphans) {
     AuditRecord record = RecordFromNote(text);
     auto [findings, redactions] = PrepareRecord(record, options);
-    AppendLocked(db, path, record, findings, redactions, id);
+    if (AppendLocked(db, path, record, findings, redactions, id, NoteGone::kSkip) > 0) ++recovered;
   }
-  return static_cast<int64_t>(orphans.size());
+  return recovered;
 }
 
 }  // namespace
