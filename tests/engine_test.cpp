@@ -109,22 +109,13 @@ TEST(Engine, LoraAdapterIsAppliedAndAMismatchIsAClearError) {
   lo.output_path = wrong;
   hearth::devtools::GenerateLora(lo);
   so.lora_adapters = {wrong};
-  try {
-    text(so);
-    FAIL() << "expected kInvalidModel";
-  } catch (const EngineError& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kInvalidModel);
-    EXPECT_NE(std::string(e.what()).find("cannot be applied"), std::string::npos) << e.what();
-  }
+  const EngineError mismatch = hearth::test::CatchEngineError([&] { text(so); });
+  EXPECT_EQ(mismatch.kind(), ErrorKind::kInvalidModel);
+  EXPECT_NE(std::string(mismatch.what()).find("cannot be applied"), std::string::npos) << mismatch.what();
   const std::string corrupt = hearth::test::TempDir() + "/corrupt-lora.gguf";
   std::ofstream(corrupt) << "GGUF\x03";
   so.lora_adapters = {corrupt};
-  try {
-    text(so);
-    FAIL() << "expected kInvalidModel";
-  } catch (const EngineError& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kInvalidModel);
-  }
+  EXPECT_EQ(hearth::test::CatchEngineError([&] { text(so); }).kind(), ErrorKind::kInvalidModel);
 }
 
 TEST(Engine, ModelInfoOfStories) {

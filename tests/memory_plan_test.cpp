@@ -148,22 +148,14 @@ TEST(MemoryPlan, BadFilesAndKvTypesAreClearErrors) {
   // and the planner says why before anything is allocated.
   SchedulerOptions q8 = SmallOptions();
   q8.kv_type = KvCacheType::kQ8_0;
-  try {
-    PlanModelMemory(hearth::test::TinyModelPath("starcoder"), q8);
-    FAIL() << "expected EngineError";
-  } catch (const EngineError& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kInvalidRequest);
-    EXPECT_NE(std::string(e.what()).find("does not divide"), std::string::npos) << e.what();
-  }
+  const EngineError kv = hearth::test::CatchEngineError([&] { PlanModelMemory(hearth::test::TinyModelPath("starcoder"), q8); });
+  EXPECT_EQ(kv.kind(), ErrorKind::kInvalidRequest);
+  EXPECT_NE(std::string(kv.what()).find("does not divide"), std::string::npos) << kv.what();
   const std::string bad = hearth::test::TempDir() + "/not-a-model.gguf";
   std::ofstream(bad) << "GGUF but not really";
-  try {
-    PlanModelMemory(bad, SmallOptions());
-    FAIL() << "expected EngineError";
-  } catch (const EngineError& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kInvalidModel);
-    EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
-  }
+  const EngineError file = hearth::test::CatchEngineError([&] { PlanModelMemory(bad, SmallOptions()); });
+  EXPECT_EQ(file.kind(), ErrorKind::kInvalidModel);
+  EXPECT_NE(std::string(file.what()).find(bad), std::string::npos) << file.what();
   EXPECT_THROW(ParseKvCacheType("q5_1"), EngineError);
   EXPECT_EQ(ParseKvCacheType("q8_0"), KvCacheType::kQ8_0);
 }

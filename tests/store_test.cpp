@@ -34,6 +34,7 @@ namespace fs = std::filesystem;
 using hearth::engine::EngineError;
 using hearth::engine::ErrorKind;
 using namespace hearth::store;
+using hearth::test::CatchEngineError;
 
 namespace {
 
@@ -100,16 +101,6 @@ std::string NewStoreDir() {
   std::string dir = (fs::path(hearth::test::TempDir()) / ("store-" + std::string(info->name()) + "-" + std::to_string(n++))).string();
   fs::remove_all(dir);
   return dir;
-}
-
-EngineError CatchEngineError(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const EngineError& e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected an EngineError";
-  return EngineError(ErrorKind::kInternal, "none");
 }
 
 // A minimal HTTP/1.1 file server on 127.0.0.1 that understands "Range: bytes=N-" and

@@ -71,4 +71,14 @@ std::string ToolModelPath() {
   return path;
 }
 
+engine::EngineError CatchEngineError(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const engine::EngineError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "expected an EngineError";
+  return engine::EngineError(engine::ErrorKind::kInternal, "none");
+}
+
 }  // namespace hearth::test

@@ -1,10 +1,12 @@
 // Shared helpers for the C++ tests: where the real models are, and generated test models.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "engine/error.h"
 #include "engine/model.h"
 
 namespace hearth::test {
@@ -20,6 +22,9 @@ std::string TinyModelPath(const std::string& vocab = "starcoder");
 // A tiny random-weight model whose chat template can call tools: Qwen2.5-Instruct's (bundled
 // with llama.cpp) over the qwen2 vocab. Generated once per process.
 std::string ToolModelPath();
+// Runs fn and returns the EngineError it throws; a test failure (and a kInternal error) when it
+// throws none.
+engine::EngineError CatchEngineError(const std::function<void()>& fn);
 
 }  // namespace hearth::test
 

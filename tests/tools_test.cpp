@@ -28,6 +28,7 @@ using hearth::engine::RenderedChat;
 using hearth::engine::ToolCall;
 using hearth::engine::ToolChoice;
 using hearth::engine::ToolSpec;
+using hearth::test::CatchEngineError;
 using hearth::test::TinyModelPath;
 using hearth::test::ToolModelPath;
 using json = nlohmann::json;
@@ -53,16 +54,6 @@ ChatRequest Ask(std::vector<ToolSpec> tools, ToolChoice::Mode mode = ToolChoice:
   r.tools = std::move(tools);
   r.tool_choice.mode = mode;
   return r;
-}
-
-EngineError CatchEngineError(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const EngineError& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no EngineError was thrown";
-  return EngineError(ErrorKind::kInternal, "none");
 }
 
 // The conversation after the model called get_weather: its call and the tool's result.

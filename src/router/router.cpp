@@ -328,15 +328,12 @@ InferenceResult Router::Generate(const InferenceRequest& request, const Generati
         if (!RunCloud(request, callbacks, cancel, routed, result)) throw;
       }
     }
-  } catch (const engine::EngineError& e) {
-    if (e.kind() != engine::ErrorKind::kDenied) {
+  } catch (const std::exception& e) {  // engine errors, and e.g. a provider that rejected the request
+    const auto* engine_error = dynamic_cast<const engine::EngineError*>(&e);
+    if (engine_error == nullptr || engine_error->kind() != engine::ErrorKind::kDenied) {  // denied: audited above
       result.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       Audit(request, routed, result, std::string("error: ") + e.what());
     }
-    throw;
-  } catch (const std::exception& e) {  // e.g. a provider that rejected the request it was sent
-    result.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    Audit(request, routed, result, std::string("error: ") + e.what());
     throw;
   }
   result.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
