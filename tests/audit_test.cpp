@@ -566,6 +566,25 @@ TEST(AuditLog, ReopenKeepsTheChain) {
   }
 }
 
+// Appends never run a checkpoint themselves (a few ms, with fsyncs, inside one request);
+// a background thread copies the WAL into the database file, so neither grows unbounded.
+TEST(AuditLog, CheckpointsRunInTheBackground) {
+  const std::string path = FreshPath(TestName());
+  auto log = AuditLog::Open(path);
+  const auto main_size = [&] { return fs::file_size(path); };
+  const uintmax_t empty = main_size();
+  for (int i = 1; i <= 1000; ++i) log->Append(Sample(i));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (main_size() < empty + 200 * 1024 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(main_size(), empty + 200 * 1024) << "the records reached the database file while the log was open";
+  EXPECT_LT(fs::file_size(path + "-wal"), 16u << 20) << "the WAL starts over after a checkpoint";
+  const VerifyReport report = log->Verify();
+  EXPECT_TRUE(report.ok) << report.problem;
+  EXPECT_EQ(report.records, 1000);
+}
+
 TEST(AuditLog, ConcurrentAppendsFormOneChain) {
   const std::string path = FreshPath(TestName());
   auto log = AuditLog::Open(path);

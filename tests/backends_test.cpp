@@ -111,6 +111,7 @@ class FakeCloud {
     return json::parse(r.body);
   }
   void Set(const json& settings) { Control("/_control", settings); }
+  void Reset() { Control("/_reset"); }
   json Received() { return Control("/_received"); }
 
  private:
@@ -170,12 +171,12 @@ class BackendsTest : public ::testing::Test {
     }
   };
   static Run Chat(RemoteBackend& b, const std::vector<ChatMessage>& messages, SamplingParams s = {},
-                  std::shared_ptr<std::atomic<bool>> cancel = nullptr) {
+                  std::shared_ptr<std::atomic<bool>> cancel = nullptr, bool stream = true) {
     Run run;
     run.result = b.Chat(messages, s, [&](std::string_view t) {
       run.pieces.emplace_back(t);
       return true;
-    }, cancel ? cancel : std::make_shared<std::atomic<bool>>(false));
+    }, cancel ? cancel : std::make_shared<std::atomic<bool>>(false), {}, stream);
     return run;
   }
 
@@ -381,6 +382,61 @@ TEST_F(BackendsTest, OllamaStreamsNdjsonWithOptions) {
 }
 
 // ---- the allowlist -------------------------------------------------------------------------
+
+// A client that waits for the whole answer: hearth asks each provider for one whole answer.
+TEST_F(BackendsTest, NonStreamingAsksEveryProviderForOneWholeAnswer) {
+  for (const std::string type : {"openai", "anthropic", "ollama"}) {
+    SCOPED_TRACE(type);
+    fake_->Reset();
+    auto backend = MakeBackend(Config(type), *egress_);
+    SamplingParams s;
+    s.max_tokens = 4;  // "ECHO: hello" in 3-character tokens: "ECH", "O: ", "hel", "lo "
+    Run run = Chat(*backend, Messages("hello there"), s, nullptr, /*stream=*/false);
+    EXPECT_EQ(run.result.text, "ECHO: hello ");
+    ASSERT_EQ(run.pieces.size(), 1u) << "one piece: the whole answer";
+    EXPECT_EQ(run.pieces[0], run.result.text);
+    EXPECT_EQ(run.result.finish_reason, "length");
+    EXPECT_EQ(run.result.completion_tokens, 4);
+    EXPECT_EQ(run.result.prompt_tokens, (CodePoints("You are terse.") + CodePoints("hello there") + 3) / 4);
+    json rec = fake_->Received();
+    ASSERT_EQ(rec.size(), 1u);
+    EXPECT_EQ(rec[0]["headers"]["accept"], "application/json");
+    json body = json::parse(rec[0]["body"].get<std::string>());
+    EXPECT_EQ(body["stream"], false);
+    EXPECT_FALSE(body.contains("stream_options"));
+    EXPECT_EQ(run.result.sent_sha256, rec[0]["body_sha256"].get<std::string>());
+  }
+}
+
+TEST_F(BackendsTest, NonStreamingAnswerMustArriveWithinTheResponseTimeout) {
+  fake_->Set({{"latency_ms", 3000}});
+  BackendConfig c = Config("openai");
+  c.read_timeout_ms = 100;        // the stall timeout does not apply: no byte comes before the answer
+  c.response_timeout_ms = 800;
+  c.max_retries = 0;
+  auto backend = MakeBackend(c, *egress_);
+  const auto t0 = Clock::now();
+  EXPECT_THROW(Chat(*backend, Messages(), {}, nullptr, /*stream=*/false), BackendUnavailable);
+  const long elapsed = Ms(Clock::now() - t0);
+  EXPECT_GE(elapsed, 800);
+  EXPECT_LT(elapsed, 2500);
+
+  fake_->Set({{"latency_ms", 300}});
+  Run run = Chat(*backend, Messages(), {}, nullptr, /*stream=*/false);  // slower than read_timeout_ms: fine
+  EXPECT_EQ(run.result.text, "ECHO: hello there");
+}
+
+TEST_F(BackendsTest, NonStreamingErrorBodiesAreProviderErrors) {
+  fake_->Set({{"fail_next", json::array({json{{"status", 400}, {"message", "bad model"}}})}});
+  auto backend = MakeBackend(Config("anthropic"), *egress_);
+  try {
+    Chat(*backend, Messages(), {}, nullptr, /*stream=*/false);
+    FAIL() << "expected a rejection";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("HTTP 400"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bad model"), std::string::npos) << e.what();
+  }
+}
 
 TEST_F(BackendsTest, HostNotOnAllowlistIsDeniedAndNothingLeaves) {
   Egress narrow({"127.0.0.1:1", "api.openai.com"});

@@ -805,6 +805,72 @@ TEST(HttpServer, StopWithIdleConnectionsAndBeforeStart) {
   EXPECT_TRUE(half.WaitClosed(2s));
 }
 
+// A whole response larger than the socket buffer: the handler's thread writes what the
+// socket takes at once, the io thread the rest; the connection stays usable.
+TEST(HttpServer, LargeWholeResponseArrivesCompleteAndKeepAliveContinues) {
+  std::string big(24u << 20, 'x');
+  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>('a' + (i / 4096) % 26);
+  auto server = StartServer([&](const HttpRequest& req, Responder& r) {
+    r.Respond({200, {{"Content-Type", "text/plain"}}, req.path == "/big" ? big : std::string("small")});
+  });
+  Client c(server->port(), 20s);
+  ASSERT_TRUE(c.Send(Request("GET", "/big")));
+  std::this_thread::sleep_for(200ms);  // let the socket buffer fill before reading
+  auto first = c.ReadResponse();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 200);
+  EXPECT_TRUE(first->body == big) << "body of " << first->body.size() << " bytes differs";
+  ASSERT_TRUE(c.Send(Request("GET", "/small")));
+  auto second = c.ReadResponse();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->body, "small");
+}
+
+// Handlers run on at most worker_threads threads; more wait for a free one, and the server
+// keeps accepting and answering what needs no handler meanwhile.
+TEST(HttpServer, HandlersBeyondTheThreadLimitWaitForAFreeThread) {
+  HttpServerOptions options = TestOptions();
+  options.worker_threads = 2;
+  options.max_body_bytes = 1024;
+  Event release;
+  std::atomic<int> running{0}, peak{0}, done{0};
+  auto server = StartServer(
+      [&](const HttpRequest&, Responder& r) {
+        const int now = ++running;
+        int seen = peak.load();
+        while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+        }
+        release.WaitFor(10s);
+        --running;
+        ++done;
+        r.Respond({200, {}, "{}"});
+      },
+      options);
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 5; ++i) {
+    clients.emplace_back([&] {
+      auto r = Fetch(server->port(), Request("GET", "/wait"));
+      if (r && r->status == 200) ++ok;
+    });
+  }
+  const auto deadline = Clock::now() + 5s;
+  while (running.load() < 2 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(running.load(), 2) << "two handler threads, the other requests wait";
+  // Answered by the io thread itself: no handler thread is needed for a refusal.
+  Client c(server->port());
+  ASSERT_TRUE(c.Send("POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4096\r\n\r\n"));
+  auto refused = c.ReadResponse();
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 413);
+  release.Set();
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 5);
+  EXPECT_EQ(done.load(), 5);
+  EXPECT_EQ(peak.load(), 2);
+}
+
 TEST(HttpServer, ConcurrentStreamsAreIndependent) {
   auto server = StartServer([](const HttpRequest& req, Responder& r) {
     r.Begin(200, {});

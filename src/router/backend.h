@@ -94,7 +94,10 @@ struct BackendConfig {
   double input_usd_per_mtok = 0;
   double output_usd_per_mtok = 0;
   int connect_timeout_ms = 5000;
-  int read_timeout_ms = 60000;  // no byte for this long: a stall
+  int read_timeout_ms = 60000;  // streaming: no byte for this long is a stall
+  // Non-streaming (the client asked for one whole answer, so hearth asks the provider for
+  // one too): the answer must arrive within this. Like the OpenAI SDK's default, 10 minutes.
+  int response_timeout_ms = 600000;
   int max_retries = 2;          // for 429/5xx/timeouts, with backoff honouring Retry-After
   int breaker_failures = 3;     // consecutive failures that open the circuit
   int breaker_open_seconds = 30;
@@ -129,10 +132,13 @@ class RemoteBackend {
   using BeforeSend = std::function<void(const std::string& sha256, uint64_t body_bytes)>;
   // Streams the completion of `messages` (already redacted) through on_text. Throws
   // BackendUnavailable (transient: retries exhausted, circuit open, timeouts) or
-  // std::runtime_error (permanent: 4xx other than 429, bad key).
+  // std::runtime_error (permanent: 4xx other than 429, bad key). stream = false asks the
+  // provider for one whole answer (bounded by response_timeout_ms): on_text then gets all
+  // of the text at once; for a client that waits for the whole answer anyway this saves
+  // the provider's and hearth's per-event work.
   virtual RemoteResult Chat(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& sampling,
                             const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel,
-                            const BeforeSend& before_send = {}) = 0;
+                            const BeforeSend& before_send = {}, bool stream = true) = 0;
   virtual const BackendConfig& config() const = 0;
   virtual bool circuit_open() const = 0;
 };

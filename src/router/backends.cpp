@@ -212,6 +212,19 @@ class LineSplitter {
   std::string buf_;
 };
 
+int32_t JsonInt(const json& j, const char* k) {
+  auto it = j.find(k);
+  return it != j.end() && it->is_number() ? it->get<int32_t>() : 0;
+}
+int32_t AnthropicInputTokens(const json& usage) {
+  return JsonInt(usage, "input_tokens") + JsonInt(usage, "cache_creation_input_tokens") +
+         JsonInt(usage, "cache_read_input_tokens");
+}
+bool AnthropicTransient(const std::string& error_type) {
+  return error_type == "overloaded_error" || error_type == "api_error" || error_type == "rate_limit_error" ||
+         error_type == "timeout_error";
+}
+
 // What one attempt's stream produced.
 class Decoder {
  public:
@@ -278,10 +291,7 @@ class Decoder {
     auto it = j.find(k);
     return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
   }
-  static int32_t Int(const json& j, const char* k) {
-    auto it = j.find(k);
-    return it != j.end() && it->is_number() ? it->get<int32_t>() : 0;
-  }
+  static int32_t Int(const json& j, const char* k) { return JsonInt(j, k); }
 
   bool stop_ = false;
 
@@ -377,10 +387,7 @@ class AnthropicDecoder : public SseDecoder {
   using SseDecoder::SseDecoder;
 
  private:
-  static int32_t InputTokens(const json& usage) {
-    return Int(usage, "input_tokens") + Int(usage, "cache_creation_input_tokens") +
-           Int(usage, "cache_read_input_tokens");
-  }
+  static int32_t InputTokens(const json& usage) { return AnthropicInputTokens(usage); }
   void OnEvent(const std::string& event, const std::string& data) override {
     if (done) return;
     WithJson(data, [&](const json& j) {
@@ -409,15 +416,82 @@ class AnthropicDecoder : public SseDecoder {
       } else if (type == "error") {
         const json& e = j.at("error");
         const std::string etype = Str(e, "type");
-        const bool transient = etype == "overloaded_error" || etype == "api_error" || etype == "rate_limit_error" ||
-                               etype == "timeout_error";
-        ProviderError(etype, Str(e, "message"), transient);
+        ProviderError(etype, Str(e, "message"), AnthropicTransient(etype));
       }
     });
   }
 };
 
-// Ollama: one JSON object a line.
+// A non-streaming answer: one JSON object, read whole, then decoded by OnWhole.
+class WholeJsonDecoder : public Decoder {
+ public:
+  using Decoder::Decoder;
+  void Finish() override {
+    if (stop_) return;
+    WithJson(body_, [this](const json& j) { OnWhole(j); });
+  }
+
+ protected:
+  virtual void OnWhole(const json& j) = 0;
+
+ private:
+  bool FeedBytes(std::string_view bytes) override {
+    body_.append(bytes.data(), bytes.size());
+    return true;  // Egress bounds the body
+  }
+  std::string body_;
+};
+
+class OpenAIWholeDecoder : public WholeJsonDecoder {
+ public:
+  using WholeJsonDecoder::WholeJsonDecoder;
+
+ private:
+  void OnWhole(const json& j) override {
+    if (auto e = j.find("error"); e != j.end() && !e->is_null()) {
+      ProviderError(e->is_object() ? Str(*e, "type") : "", e->is_object() ? Str(*e, "message") : e->dump(), true);
+      return;
+    }
+    const json& choices = j.at("choices");
+    if (!choices.is_array() || choices.empty()) return Protocol("the answer has no choices");
+    const json& c = choices[0];
+    finish_reason = Str(c, "finish_reason");
+    if (auto m = c.find("message"); m != c.end() && m->is_object()) Text(Str(*m, "content"));
+    if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
+      prompt_tokens = Int(*u, "prompt_tokens");
+      completion_tokens = Int(*u, "completion_tokens");
+    }
+    done = true;
+  }
+};
+
+class AnthropicWholeDecoder : public WholeJsonDecoder {
+ public:
+  using WholeJsonDecoder::WholeJsonDecoder;
+
+ private:
+  void OnWhole(const json& j) override {
+    if (Str(j, "type") == "error") {
+      const json& e = j.at("error");
+      const std::string etype = Str(e, "type");
+      ProviderError(etype, Str(e, "message"), AnthropicTransient(etype));
+      return;
+    }
+    std::string text;
+    for (const json& block : j.at("content")) {
+      if (block.is_object() && Str(block, "type") == "text") text += Str(block, "text");
+    }
+    Text(text);
+    finish_reason = Str(j, "stop_reason");
+    if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
+      prompt_tokens = AnthropicInputTokens(*u);
+      completion_tokens = Int(*u, "output_tokens");
+    }
+    done = true;
+  }
+};
+
+// Ollama: one JSON object a line (a non-streaming answer is one such line).
 class OllamaDecoder : public Decoder {
  public:
   using Decoder::Decoder;
@@ -551,13 +625,14 @@ class HttpBackend : public RemoteBackend {
 
   RemoteResult Chat(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& sampling,
                     const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel,
-                    const BeforeSend& before_send = {}) override;
+                    const BeforeSend& before_send = {}, bool stream = true) override;
 
  protected:
   virtual std::string Url() const = 0;
-  virtual std::vector<std::string> Headers() const = 0;
-  virtual json Body(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& s) const = 0;
-  virtual std::unique_ptr<Decoder> NewDecoder(Decoder::Emit emit) const = 0;
+  virtual std::vector<std::string> Headers(bool stream) const = 0;
+  virtual json Body(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& s,
+                    bool stream) const = 0;
+  virtual std::unique_ptr<Decoder> NewDecoder(Decoder::Emit emit, bool stream) const = 0;
   // The provider's finish reason as "stop" or "length".
   virtual std::string MapFinish(const std::string& reason) const { return reason == "length" ? "length" : "stop"; }
 
@@ -590,13 +665,13 @@ bool SleepUnlessCancelled(int ms, const std::shared_ptr<std::atomic<bool>>& canc
 
 RemoteResult HttpBackend::Chat(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& sampling,
                                const TextSink& on_text, const std::shared_ptr<std::atomic<bool>>& cancel,
-                               const BeforeSend& before_send) {
+                               const BeforeSend& before_send, bool stream) {
   const auto t0 = Clock::now();
   BreakerVerdict verdict(breaker_, breaker_.Admit());
 
   const std::string url = Url();
-  const std::vector<std::string> headers = Headers();
-  const std::string body = Dump(Body(messages, sampling));
+  const std::vector<std::string> headers = Headers(stream);
+  const std::string body = Dump(Body(messages, sampling, stream));
 
   RemoteResult result;
   result.sent_sha256 = Sha256Hex(body);
@@ -614,7 +689,8 @@ RemoteResult HttpBackend::Chat(const std::vector<engine::ChatMessage>& messages,
     if (Cancelled(cancel)) return finish("cancelled");
 
     // Text reaches the caller as it arrives; `emitted` then forbids any retry.
-    auto decoder = NewDecoder([&](std::string_view text) {
+    auto decoder = NewDecoder(
+        [&](std::string_view text) {
       if (!emitted) result.ttft_ms = MsSince(t0);
       emitted = true;
       result.text.append(text);
@@ -625,11 +701,12 @@ RemoteResult HttpBackend::Chat(const std::vector<engine::ChatMessage>& messages,
         sink_error = std::current_exception();
         return false;
       }
-    });
+    },
+        stream);
     const auto on_data = [&](std::string_view bytes) { return decoder->Feed(bytes); };
     // EgressDenied propagates: a configuration error, not a verdict on the provider.
     EgressResponse r = egress_.Post(url, headers, body, on_data, cancel, config_.connect_timeout_ms,
-                                    config_.read_timeout_ms);
+                                    stream ? config_.read_timeout_ms : config_.response_timeout_ms);
     result.attempts = attempt;
     result.bytes_sent += r.bytes_sent;
     if (sink_error) std::rethrow_exception(sink_error);
@@ -711,24 +788,27 @@ class OpenAICompatibleBackend : public HttpBackend {
 
  protected:
   std::string Url() const override { return JoinUrl(config_.url, "/chat/completions"); }
-  std::vector<std::string> Headers() const override {
-    std::vector<std::string> h = {"Content-Type: application/json", "Accept: text/event-stream"};
+  std::vector<std::string> Headers(bool stream) const override {
+    std::vector<std::string> h = {"Content-Type: application/json",
+                                  stream ? "Accept: text/event-stream" : "Accept: application/json"};
     if (!key_.empty()) h.push_back("Authorization: Bearer " + key_);
     return h;
   }
-  json Body(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& s) const override {
+  json Body(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& s,
+            bool stream) const override {
     json b = {{"model", config_.model},
               {"messages", Messages(messages)},
-              {"stream", true},
-              {"stream_options", {{"include_usage", true}}},
+              {"stream", stream},
               {"temperature", std::max(0.0f, s.temperature)}};
+    if (stream) b["stream_options"] = {{"include_usage", true}};
     if (s.top_p > 0 && s.top_p < 1) b["top_p"] = s.top_p;
     if (s.max_tokens >= 0) b["max_tokens"] = s.max_tokens;
     if (!s.stop.empty()) b["stop"] = s.stop;
     if (s.seed) b["seed"] = *s.seed;
     return b;
   }
-  std::unique_ptr<Decoder> NewDecoder(Decoder::Emit emit) const override {
+  std::unique_ptr<Decoder> NewDecoder(Decoder::Emit emit, bool stream) const override {
+    if (!stream) return std::make_unique<OpenAIWholeDecoder>(std::move(emit));
     return std::make_unique<OpenAIDecoder>(std::move(emit));
   }
 };
@@ -739,11 +819,12 @@ class AnthropicBackend : public HttpBackend {
 
  protected:
   std::string Url() const override { return JoinUrl(config_.url, "/messages"); }
-  std::vector<std::string> Headers() const override {
-    return {"Content-Type: application/json", "Accept: text/event-stream", "anthropic-version: 2023-06-01",
-            "x-api-key: " + key_};
+  std::vector<std::string> Headers(bool stream) const override {
+    return {"Content-Type: application/json", stream ? "Accept: text/event-stream" : "Accept: application/json",
+            "anthropic-version: 2023-06-01", "x-api-key: " + key_};
   }
-  json Body(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& s) const override {
+  json Body(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& s,
+            bool stream) const override {
     std::string system;
     json msgs = json::array();
     for (const auto& m : messages) {
@@ -758,7 +839,7 @@ class AnthropicBackend : public HttpBackend {
     json b = {{"model", config_.model},
               {"messages", msgs},
               {"max_tokens", s.max_tokens >= 0 ? s.max_tokens : kAnthropicDefaultMaxTokens},
-              {"stream", true},
+              {"stream", stream},
               {"temperature", std::clamp(s.temperature, 0.0f, 1.0f)}};
     if (!system.empty()) b["system"] = system;
     // Newer Claude models reject temperature and top_p together: top_p is sent only when the
@@ -767,7 +848,8 @@ class AnthropicBackend : public HttpBackend {
     if (!s.stop.empty()) b["stop_sequences"] = s.stop;
     return b;  // Anthropic has no seed
   }
-  std::unique_ptr<Decoder> NewDecoder(Decoder::Emit emit) const override {
+  std::unique_ptr<Decoder> NewDecoder(Decoder::Emit emit, bool stream) const override {
+    if (!stream) return std::make_unique<AnthropicWholeDecoder>(std::move(emit));
     return std::make_unique<AnthropicDecoder>(std::move(emit));
   }
   std::string MapFinish(const std::string& reason) const override {
@@ -785,22 +867,24 @@ class OllamaBackend : public HttpBackend {
     while (!base.empty() && base.back() == '/') base.pop_back();
     return base.ends_with("/api") ? base + "/chat" : base + "/api/chat";
   }
-  std::vector<std::string> Headers() const override {
-    std::vector<std::string> h = {"Content-Type: application/json", "Accept: application/x-ndjson"};
+  std::vector<std::string> Headers(bool stream) const override {
+    std::vector<std::string> h = {"Content-Type: application/json",
+                                  stream ? "Accept: application/x-ndjson" : "Accept: application/json"};
     if (!key_.empty()) h.push_back("Authorization: Bearer " + key_);
     return h;
   }
-  json Body(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& s) const override {
+  json Body(const std::vector<engine::ChatMessage>& messages, const engine::SamplingParams& s,
+            bool stream) const override {
     json o = {{"temperature", s.temperature},    {"top_k", s.top_k},
               {"top_p", s.top_p},                {"min_p", s.min_p},
               {"repeat_penalty", s.repeat_penalty}, {"repeat_last_n", s.repeat_last_n}};
     if (s.max_tokens >= 0) o["num_predict"] = s.max_tokens;
     if (!s.stop.empty()) o["stop"] = s.stop;
     if (s.seed) o["seed"] = *s.seed;
-    return {{"model", config_.model}, {"messages", Messages(messages)}, {"stream", true}, {"options", o}};
+    return {{"model", config_.model}, {"messages", Messages(messages)}, {"stream", stream}, {"options", o}};
   }
-  std::unique_ptr<Decoder> NewDecoder(Decoder::Emit emit) const override {
-    return std::make_unique<OllamaDecoder>(std::move(emit));
+  std::unique_ptr<Decoder> NewDecoder(Decoder::Emit emit, bool) const override {
+    return std::make_unique<OllamaDecoder>(std::move(emit));  // a whole answer is one line
   }
 };
 

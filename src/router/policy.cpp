@@ -200,7 +200,7 @@ class Parser {
   BackendConfig ParseBackend(const YAML::Node& n, const Policy& policy) {
     BackendConfig b;
     Keys(n, "backend", {"name", "type", "url", "model", "api_key_env", "api_key_file", "api_key", "input_usd_per_mtok",
-                        "output_usd_per_mtok", "connect_timeout_ms", "read_timeout_ms", "max_retries",
+                        "output_usd_per_mtok", "connect_timeout_ms", "read_timeout_ms", "response_timeout_ms", "max_retries",
                         "breaker_failures", "breaker_open_seconds"});
     if (!n.IsMap()) return b;
     if (n["api_key"]) Fail(n["api_key"], "API keys do not belong in the policy file; use api_key_env or api_key_file");
@@ -217,6 +217,9 @@ class Parser {
     if (n["output_usd_per_mtok"]) b.output_usd_per_mtok = Number(n["output_usd_per_mtok"], "output_usd_per_mtok");
     if (n["connect_timeout_ms"]) b.connect_timeout_ms = Int(n["connect_timeout_ms"], "connect_timeout_ms", 1, 600000);
     if (n["read_timeout_ms"]) b.read_timeout_ms = Int(n["read_timeout_ms"], "read_timeout_ms", 1, 3600000);
+    if (n["response_timeout_ms"]) {
+      b.response_timeout_ms = Int(n["response_timeout_ms"], "response_timeout_ms", 1, 3600000);
+    }
     if (n["max_retries"]) b.max_retries = Int(n["max_retries"], "max_retries", 0, 10);
     if (n["breaker_failures"]) b.breaker_failures = Int(n["breaker_failures"], "breaker_failures", 1, 1000);
     if (n["breaker_open_seconds"]) b.breaker_open_seconds = Int(n["breaker_open_seconds"], "breaker_open_seconds", 1, 86400);

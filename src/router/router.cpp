@@ -435,7 +435,8 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
   };
   RemoteResult remote;
   try {
-    remote = backend->Chat(messages, request.sampling, sink, cancel, before_send);
+    // A client that waits for the whole answer gets it asked for whole (see RemoteBackend::Chat).
+    remote = backend->Chat(messages, request.sampling, sink, cancel, before_send, static_cast<bool>(callbacks.on_text));
   } catch (const BackendUnavailable& e) {
     routed.notes.push_back(std::string("backend '") + d.backend + "' unavailable (" + e.what() + "); served locally");
     return false;
