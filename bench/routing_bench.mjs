@@ -3,7 +3,7 @@
 // node >= 20, no dependencies.
 //
 //   node bench/routing_bench.mjs [--hearth build-sbench/src/hearth] [--n 500] [--warmup 20]
-//        [--modes disk,shm] [--model ../shared/models/stories260K.gguf] [--out FILE.json]
+//        [--modes disk,shm] [--model ../shared/models/stories260K.gguf] [--out FILE.json] [--raw]
 //
 // It starts tests/fake_cloud/server.mjs (latency_ms 0, tokens_per_second 0: it answers at once)
 // and, per mode, `hearth serve` with a policy whose only rule sends every request to it:
@@ -18,6 +18,7 @@
 // scanner finds it, the redactor replaces it with a placeholder before sending, and the
 // restorer puts it back into the echoed answer (the fake answers "ECHO: " + the message).
 //
+// --raw keeps every sample (per request, in order) in the JSON.
 // Modes (where the audit log lives; hearth appends one SQLite record per request, in WAL mode
 // with synchronous=FULL, so each request pays for an fsync):
 //   disk   --audit-db in a fresh directory under os.tmpdir() (or --audit-dir DIR)
@@ -259,6 +260,7 @@ async function measure(hearthPort, fakePort, withSecret, stream) {
     hearth: hs, direct: ds, overhead: over(ds),
     paired_difference: stats(hearthMs.map((x, i) => x - directMs[i])),
   };
+  if (args.raw) out.raw = { hearth_ms: hearthMs, direct_ms: directMs, direct_as_hearth_asks_ms: upstreamMs };
   if (upstreamMs.length) {
     out.direct_as_hearth_asks = stats(upstreamMs);  // stream: true, read to the end
     out.overhead_vs_as_hearth_asks = over(out.direct_as_hearth_asks);

@@ -826,6 +826,36 @@ TEST(HttpServer, LargeWholeResponseArrivesCompleteAndKeepAliveContinues) {
   EXPECT_EQ(second->body, "small");
 }
 
+// A stream faster than its client: what the socket does not take queues, in order, and the
+// handler's thread sends directly again once the queue has drained.
+TEST(HttpServer, StreamFasterThanItsReaderArrivesCompleteAndInOrder) {
+  constexpr int kChunks = 3000;
+  auto server = StartServer([](const HttpRequest&, Responder& r) {
+    r.Begin(200, {{"Content-Type", "text/plain"}});
+    for (int i = 0; i < kChunks; ++i) {
+      std::string chunk = std::to_string(i) + ":" + std::string(8000, static_cast<char>('a' + i % 26)) + "\n";
+      if (!r.Write(chunk)) return;
+      if (i % 500 == 499) std::this_thread::sleep_for(100ms);  // let the queue drain now and then
+    }
+    r.End();
+  });
+  Client c(server->port(), 30s);
+  ASSERT_TRUE(c.Send(Request("GET", "/fast")));
+  std::this_thread::sleep_for(300ms);  // the socket buffer fills; the rest queues
+  auto r = c.ReadResponse();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->chunks.size(), static_cast<size_t>(kChunks));
+  for (int i = 0; i < kChunks; ++i) {
+    const std::string& chunk = r->chunks[static_cast<size_t>(i)];
+    ASSERT_EQ(chunk.substr(0, chunk.find(':')), std::to_string(i)) << "chunk " << i << " out of order";
+    ASSERT_EQ(chunk.size(), std::to_string(i).size() + 1 + 8000 + 1);
+  }
+  ASSERT_TRUE(c.Send(Request("GET", "/fast")));  // the connection is still usable
+  auto again = c.ReadResponse();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->chunks.size(), static_cast<size_t>(kChunks));
+}
+
 // Handlers run on at most worker_threads threads; more wait for a free one, and the server
 // keeps accepting and answering what needs no handler meanwhile.
 TEST(HttpServer, HandlersBeyondTheThreadLimitWaitForAFreeThread) {

@@ -106,6 +106,27 @@ TEST(Policy, FirstMatchingRuleWinsAndTheTraceSaysWhyOthersDidNot) {
   EXPECT_EQ(Decide(p, autocomplete).action, Action::kLocal);
 }
 
+TEST(Policy, BackendTimeoutsAreParsedAndBounded) {
+  const std::string head = R"(version: 1
+egress:
+  allow: [api.example.com]
+backends:
+  - name: cloud
+    type: openai
+    url: https://api.example.com/v1
+    model: m
+    api_key_env: TEST_KEY
+)";
+  Policy p = ParsePolicy(head + "    read_timeout_ms: 15000\n    response_timeout_ms: 90000\n", "p.yaml");
+  ASSERT_EQ(p.backends.size(), 1u);
+  EXPECT_EQ(p.backends[0].read_timeout_ms, 15000);
+  EXPECT_EQ(p.backends[0].response_timeout_ms, 90000);
+  EXPECT_EQ(ParsePolicy(head, "p.yaml").backends[0].response_timeout_ms, 600000) << "default: 10 minutes";
+  const std::string problems = ProblemsOf(head + "    response_timeout_ms: 0\n");
+  EXPECT_NE(problems.find("p.yaml:10"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("response_timeout_ms"), std::string::npos) << problems;
+}
+
 TEST(Policy, EmptyPolicyKeepsEverythingLocal) {
   Policy p = ParsePolicy("", "empty.yaml");
   EXPECT_TRUE(p.egress_allow.empty());
