@@ -387,7 +387,6 @@ class AnthropicDecoder : public SseDecoder {
   using SseDecoder::SseDecoder;
 
  private:
-  static int32_t InputTokens(const json& usage) { return AnthropicInputTokens(usage); }
   void OnEvent(const std::string& event, const std::string& data) override {
     if (done) return;
     WithJson(data, [&](const json& j) {
@@ -396,7 +395,7 @@ class AnthropicDecoder : public SseDecoder {
       if (type == "message_start") {
         const json& m = j.at("message");
         if (auto u = m.find("usage"); u != m.end() && u->is_object()) {
-          prompt_tokens = InputTokens(*u);
+          prompt_tokens = AnthropicInputTokens(*u);
           completion_tokens = Int(*u, "output_tokens");
         }
       } else if (type == "content_block_delta") {
@@ -409,7 +408,7 @@ class AnthropicDecoder : public SseDecoder {
         }
         if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
           if (u->contains("output_tokens")) completion_tokens = Int(*u, "output_tokens");
-          if (u->contains("input_tokens")) prompt_tokens = InputTokens(*u);
+          if (u->contains("input_tokens")) prompt_tokens = AnthropicInputTokens(*u);
         }
       } else if (type == "message_stop") {
         done = true;
