@@ -302,7 +302,9 @@ class ResponderImpl final : public Responder {
     res.result(static_cast<unsigned>(status < 100 || status > 999 ? 500 : status));
     ApplyHeaders(res, headers, ctx_);
     if (chunked_) res.chunked(true);
-    Send(Wire(res, /*header_only=*/true));
+    // Held back until the first Write or End: one send (and one wake-up of the client)
+    // instead of two; LazyStream begins right before its first chunk anyway.
+    head_ = Wire(res, /*header_only=*/true);
   }
 
   bool Write(std::string_view chunk) override {
@@ -313,18 +315,18 @@ class ResponderImpl final : public Responder {
       return false;
     }
     if (chunk.empty() || ctx_.head) return true;  // an empty chunk would end the stream
+    std::string bytes = std::exchange(head_, {});
     if (!chunked_) {
-      Send(std::string(chunk));
+      bytes.append(chunk);
     } else {
       char size[24];
       const int len = std::snprintf(size, sizeof size, "%zx\r\n", chunk.size());
-      std::string bytes;
-      bytes.reserve(static_cast<size_t>(len) + chunk.size() + 2);
+      bytes.reserve(bytes.size() + static_cast<size_t>(len) + chunk.size() + 2);
       bytes.append(size, static_cast<size_t>(len));
       bytes.append(chunk);
       bytes.append("\r\n");
-      Send(std::move(bytes));
     }
+    Send(std::move(bytes));
     return !failed_;
   }
 
@@ -383,7 +385,9 @@ class ResponderImpl final : public Responder {
     Push(Action{Action::Kind::kDone, {}, ctx_.keep_alive});
   }
   void EndLocked() {  // mu_ held
-    if (chunked_ && !ctx_.head) Send("0\r\n\r\n");
+    std::string bytes = std::exchange(head_, {});
+    if (chunked_ && !ctx_.head) bytes += "0\r\n\r\n";
+    Send(std::move(bytes));
     Push(Action{Action::Kind::kDone, {}, ctx_.keep_alive});
   }
   // Sends now what the socket takes, unless earlier bytes still wait; queues the rest.
@@ -429,6 +433,7 @@ class ResponderImpl final : public Responder {
   RequestContext ctx_;
   State state_ = State::kIdle;
   bool chunked_ = false;
+  std::string head_;     // a streamed response's status line and headers, until the first Write/End
   bool queued_ = false;  // bytes wait in queue_ or in the coroutine's hands: no direct sends
   bool failed_ = false;
   bool closed_ = false;

@@ -47,7 +47,8 @@ class Responder {
   virtual ~Responder() = default;
   // Sends a complete response. Call at most once, and not after Begin.
   virtual void Respond(HttpResponse response) = 0;
-  // Starts a chunked streaming response; then Write any number of times, then End.
+  // Starts a chunked streaming response; then Write any number of times, then End. The
+  // status line and headers go out together with the first Write (or End).
   virtual void Begin(int status, Headers headers) = 0;
   // Queues a chunk; returns false once the client is gone (the chunk is dropped).
   virtual bool Write(std::string_view chunk) = 0;
