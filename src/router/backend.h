@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -75,7 +76,7 @@ class Egress {
 
   std::vector<std::string> allowed_;
   mutable std::mutex mutex_;
-  std::vector<EgressAttempt> attempts_;
+  std::deque<EgressAttempt> attempts_;
   std::unique_ptr<HandlePool> pool_;
 };
 

@@ -17,14 +17,14 @@ bool ContainsAny(const std::string& text, std::initializer_list<const char*> wor
   return std::any_of(words.begin(), words.end(), [&](const char* w) { return text.find(w) != std::string::npos; });
 }
 
-bool LooksLikePath(const std::string& word) {
+bool LooksLikePath(std::string_view word) {
   if (word.size() < 3 || word.size() > 300) return false;
-  if (word.find("://") != std::string::npos) return false;  // URLs are not file paths
-  if (word.find('/') != std::string::npos) {
+  if (word.find("://") != std::string_view::npos) return false;  // URLs are not file paths
+  if (word.find('/') != std::string_view::npos) {
     return std::any_of(word.begin(), word.end(), [](unsigned char c) { return std::isalpha(c); });
   }
   size_t dot = word.rfind('.');
-  if (dot == std::string::npos || dot == 0 || word.size() - dot - 1 < 1 || word.size() - dot - 1 > 5) return false;
+  if (dot == std::string_view::npos || dot == 0 || word.size() - dot - 1 < 1 || word.size() - dot - 1 > 5) return false;
   // A file name: letters before the dot, a short alphabetic extension after it.
   return std::all_of(word.begin() + static_cast<ptrdiff_t>(dot) + 1, word.end(), [](unsigned char c) { return std::isalpha(c); }) &&
          std::isalpha(static_cast<unsigned char>(word[0])) != 0;
@@ -68,8 +68,8 @@ int32_t PredictOutputTokens(const InferenceRequest& r, TaskClass task) {
   return 200;
 }
 
-std::vector<std::string> RequestTexts(const InferenceRequest& r) {
-  std::vector<std::string> texts;
+std::vector<std::string_view> RequestTexts(const InferenceRequest& r) {
+  std::vector<std::string_view> texts;
   if (!r.prompt.empty()) texts.push_back(r.prompt);
   if (!r.system.empty()) texts.push_back(r.system);
   for (const auto& m : r.messages) {
@@ -107,22 +107,22 @@ std::vector<std::string> PathsNamed(const InferenceRequest& r) {
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
-  for (const std::string& text : RequestTexts(r)) {
-    std::string word;
-    auto flush = [&] {
-      while (!word.empty() && (word.back() == '.' || word.back() == ',' || word.back() == ':' || word.back() == ';')) word.pop_back();
-      if (LooksLikePath(word)) add(word);
-      word.clear();
-    };
-    for (char c : text) {
-      if (std::isspace(static_cast<unsigned char>(c)) || c == '"' || c == '\'' || c == '`' || c == '(' || c == ')' ||
-          c == '<' || c == '>' || c == '[' || c == ']' || c == '{' || c == '}') {
-        flush();
-      } else {
-        word += c;
+  const auto separator = [](char c) {
+    return std::isspace(static_cast<unsigned char>(c)) || c == '"' || c == '\'' || c == '`' || c == '(' || c == ')' ||
+           c == '<' || c == '>' || c == '[' || c == ']' || c == '{' || c == '}';
+  };
+  for (std::string_view text : RequestTexts(r)) {
+    size_t i = 0;
+    while (i < text.size()) {
+      while (i < text.size() && separator(text[i])) ++i;
+      const size_t start = i;
+      while (i < text.size() && !separator(text[i])) ++i;
+      std::string_view word = text.substr(start, i - start);
+      while (!word.empty() && (word.back() == '.' || word.back() == ',' || word.back() == ':' || word.back() == ';')) {
+        word.remove_suffix(1);
       }
+      if (LooksLikePath(word)) add(std::string(word));
     }
-    flush();
     if (out.size() > 200) break;
   }
   return out;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "router/policy.h"
@@ -23,6 +24,6 @@ int32_t PredictOutputTokens(const InferenceRequest& request, TaskClass task);
 std::vector<std::string> PathsNamed(const InferenceRequest& request);
 
 // Every piece of text that would be sent (prompt, system, messages, FIM parts).
-std::vector<std::string> RequestTexts(const InferenceRequest& request);
+std::vector<std::string_view> RequestTexts(const InferenceRequest& request);  // views into request
 
 }  // namespace hearth::router

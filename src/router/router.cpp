@@ -249,7 +249,7 @@ RouteExplanation ExplainRoute(const Policy& policy, const Scanner& scanner, cons
   e.predicted_output_tokens = PredictOutputTokens(request, e.task);
   e.paths = PathsNamed(request);
   std::map<std::string, std::string> seen;
-  for (const std::string& text : RequestTexts(request)) {
+  for (std::string_view text : RequestTexts(request)) {
     for (const Finding& f : scanner.Scan(text)) seen.emplace(f.rule, KindName(f.kind));
   }
   for (const auto& [rule, kind] : seen) e.findings.push_back({rule, kind});
@@ -380,7 +380,7 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
       p.user = request.client.user;
       p.model = request.model;
       size_t bytes = 0;
-      for (const std::string& t : RequestTexts(request)) bytes += t.size();
+      for (std::string_view t : RequestTexts(request)) bytes += t.size();
       p.summary = std::to_string(bytes) + " bytes of " + TaskClassName(routed.explanation.task) + " request to '" +
                   d.backend + "'; findings: " + std::to_string(routed.explanation.findings.size()) +
                   (d.action == Action::kRedactThenCloud ? " (all redacted)" : " (secrets redacted)");
@@ -497,7 +497,10 @@ audit::AuditRecord Router::MakeAuditRecord(const InferenceRequest& request, cons
   r.status = status;
   r.prompt = result.route == "cloud" ? routed.sent_text : [&] {
     std::string all;
-    for (const std::string& t : RequestTexts(request)) all += t + "\n";
+    for (std::string_view t : RequestTexts(request)) {
+      all += t;
+      all += '\n';
+    }
     return all;
   }();
   return r;
