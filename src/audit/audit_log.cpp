@@ -4,12 +4,12 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <iterator>
-#include <condition_variable>
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
@@ -543,10 +543,6 @@ void WriteRecord(Db& db, const AuditRecord& record, const std::string& findings,
   update.Step();
 }
 
-}  // namespace
-
-namespace {
-
 // ---- In-flight notes. ----
 
 constexpr const char* kInFlightSchema =
@@ -630,6 +626,12 @@ AuditRecord RecordFromNote(const std::string& text) {
   return r;
 }
 
+// What a record and an in-flight note both get before they are written.
+void FillDefaults(AuditRecord& record, const AuditOptions& options) {
+  if (!options.store_prompts) record.prompt.clear();
+  if (record.time.empty()) record.time = NowRfc3339();
+}
+
 // Validates and fills what Append assigns before the lock; returns the JSON texts.
 std::pair<std::string, std::string> PrepareRecord(AuditRecord& record, const AuditOptions& options) {
   if (!std::isfinite(record.latency_ms) || !std::isfinite(record.cost_usd)) {
@@ -637,8 +639,7 @@ std::pair<std::string, std::string> PrepareRecord(AuditRecord& record, const Aud
   }
   if (record.latency_ms == 0) record.latency_ms = 0;  // -0.0 -> 0.0
   if (record.cost_usd == 0) record.cost_usd = 0;
-  if (!options.store_prompts) record.prompt.clear();
-  if (record.time.empty()) record.time = NowRfc3339();
+  FillDefaults(record, options);
   return {DumpJson(record.findings), DumpJson(record.redactions)};
 }
 
@@ -826,8 +827,7 @@ int64_t AuditLog::Append(AuditRecord record, int64_t in_flight_note) {
 
 int64_t AuditLog::NoteInFlight(const AuditRecord& partial) {
   AuditRecord note = partial;
-  if (!impl_->options.store_prompts) note.prompt.clear();
-  if (note.time.empty()) note.time = NowRfc3339();
+  FillDefaults(note, impl_->options);
   const std::string text = DumpJson(NoteJson(note));
   std::lock_guard<std::mutex> lock(impl_->write_mutex);
   Db& db = impl_->writer;

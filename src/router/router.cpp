@@ -210,6 +210,11 @@ struct Router::Routed {
   int64_t in_flight_note = 0;  // the audit log's write-ahead note while a cloud request runs
 };
 
+namespace {
+// How an audit record and a result name a remote backend.
+std::string BackendLabel(const BackendConfig& c) { return "cloud:" + c.name + "/" + c.model; }
+}  // namespace
+
 Router::Router(engine::ModelPool& pool, RouterOptions options) : pool_(pool), options_(std::move(options)) {
   scanner_ = std::make_unique<Scanner>(ScannerConfigOf(options_.policy));
   egress_ = std::make_unique<Egress>(options_.policy.egress_allow);
@@ -413,7 +418,9 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
   for (const auto& m : request.messages) messages.push_back({m.role, redact(m.content)});
   if (request.messages.empty()) messages.push_back({"user", redact(request.prompt)});
   for (const auto& entry : redaction.mapping()) routed.redactions.push_back({{"placeholder", entry.first}});
-  for (const auto& m : messages) routed.sent_text += m.role + ": " + m.content + "\n";
+  if (options_.policy.store_prompts) {
+    for (const auto& m : messages) routed.sent_text += m.role + ": " + m.content + "\n";
+  }
 
   if (callbacks.on_route) callbacks.on_route("cloud");
   Restorer restorer(redaction.mapping());
@@ -430,7 +437,7 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
     if (!audit_) return;
     InferenceResult pending;
     pending.route = "cloud";
-    pending.backend = "cloud:" + backend->config().name + "/" + backend->config().model;
+    pending.backend = BackendLabel(backend->config());
     routed.in_flight_note = audit_->NoteInFlight(MakeAuditRecord(request, routed, pending, "in flight"));
   };
   RemoteResult remote;
@@ -453,7 +460,7 @@ bool Router::RunCloud(const InferenceRequest& request, const GenerationCallbacks
   routed.cost_usd = (remote.prompt_tokens * cfg.input_usd_per_mtok + remote.completion_tokens * cfg.output_usd_per_mtok) / 1e6;
   result.model = request.model;
   result.route = "cloud";
-  result.backend = "cloud:" + cfg.name + "/" + cfg.model;
+  result.backend = BackendLabel(cfg);
   // The stream carried restored text; rebuild the full text the same way.
   Restorer whole(redaction.mapping());
   result.text = whole.Push(remote.text) + whole.Flush();
@@ -495,14 +502,16 @@ audit::AuditRecord Router::MakeAuditRecord(const InferenceRequest& request, cons
   r.latency_ms = result.total_ms;
   r.cost_usd = routed.cost_usd;
   r.status = status;
-  r.prompt = result.route == "cloud" ? routed.sent_text : [&] {
-    std::string all;
-    for (std::string_view t : RequestTexts(request)) {
-      all += t;
-      all += '\n';
-    }
-    return all;
-  }();
+  if (options_.policy.store_prompts) {  // otherwise the log drops it: not worth building
+    r.prompt = result.route == "cloud" ? routed.sent_text : [&] {
+      std::string all;
+      for (std::string_view t : RequestTexts(request)) {
+        all += t;
+        all += '\n';
+      }
+      return all;
+    }();
+  }
   return r;
 }
 
