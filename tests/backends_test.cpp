@@ -426,6 +426,20 @@ TEST_F(BackendsTest, NonStreamingAnswerMustArriveWithinTheResponseTimeout) {
   EXPECT_EQ(run.result.text, "ECHO: hello there");
 }
 
+// A provider is untrusted: a whole answer larger than the bound is refused, not buffered.
+TEST_F(BackendsTest, NonStreamingAnswerOverTheSizeBoundIsRefused) {
+  fake_->Set({{"reply", std::string(9u << 20, 'x')}, {"chunk_chars", 1u << 20}});
+  BackendConfig c = Config("openai");
+  c.max_retries = 0;
+  auto backend = MakeBackend(c, *egress_);
+  try {
+    Chat(*backend, Messages(), {}, nullptr, /*stream=*/false);
+    FAIL() << "expected the answer to be refused";
+  } catch (const BackendUnavailable& e) {
+    EXPECT_NE(std::string(e.what()).find("exceeds 8388608 bytes"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(BackendsTest, NonStreamingErrorBodiesAreProviderErrors) {
   fake_->Set({{"fail_next", json::array({json{{"status", 400}, {"message", "bad model"}}})}});
   auto backend = MakeBackend(Config("anthropic"), *egress_);

@@ -29,7 +29,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kBackoffBaseMs = 200;
 constexpr int kMaxDelayMs = 30000;              // cap for Retry-After and backoff
-constexpr size_t kMaxLineBytes = 8 * 1024 * 1024;  // one SSE/NDJSON line
+constexpr size_t kMaxLineBytes = 8 * 1024 * 1024;  // one SSE/NDJSON line, or one whole answer
 constexpr int kAnthropicDefaultMaxTokens = 4096;   // Anthropic requires max_tokens
 
 double MsSince(Clock::time_point t0) {
@@ -236,7 +236,7 @@ class Decoder {
   bool Feed(std::string_view bytes) {
     if (stop_) return false;
     if (!FeedBytes(bytes)) {
-      if (!stop_) Protocol("a stream line exceeds " + std::to_string(kMaxLineBytes) + " bytes");
+      if (!stop_) Protocol("a stream line or a whole answer exceeds " + std::to_string(kMaxLineBytes) + " bytes");
       return false;
     }
     return !stop_;
@@ -435,8 +435,9 @@ class WholeJsonDecoder : public Decoder {
 
  private:
   bool FeedBytes(std::string_view bytes) override {
+    if (body_.size() + bytes.size() > kMaxLineBytes) return false;  // Egress does not bound a delivered body
     body_.append(bytes.data(), bytes.size());
-    return true;  // Egress bounds the body
+    return true;
   }
   std::string body_;
 };
