@@ -309,6 +309,36 @@ test('a cloud request in flight when hearth is killed is recorded as interrupted
   assert.equal(ok.status, 0, ok.stdout + ok.stderr);
 });
 
+test('store_prompts keeps what was sent (redacted) for cloud records and the request for local ones', { skip: SKIP_STORIES }, async () => {
+  await postJson(`${fake.url}/_reset`, {});
+  const own = makeTempDir();
+  writeFileSync(path.join(own, 'hearth.yaml'), policyYaml(fake.port) + 'store_prompts: true\n');
+  const db = path.join(own, 'audit.db');
+  const server = await startServer({
+    models: [`stories260K=${STORIES_MODEL}`],
+    args: ['--policy', path.join(own, 'hearth.yaml'), '--audit-db', db],
+    env: { HEARTH_TEST_FAKE_KEY: FAKE_KEY },
+  });
+  try {
+    const ask = (content, headers = {}) => postJson(`${server.url}/v1/chat/completions`, {
+      model: 'stories260K', max_tokens: 400, messages: [{ role: 'user', content }],
+    }, { headers });
+    const cloud = await ask(`deploy with ${AWS_KEY}; explain the deploy script`);
+    assert.equal(cloud.headers.get('x-hearth-route'), 'cloud', cloud.text);
+    const local = await ask('a private question about the build', { 'X-Hearth-Sensitivity': 'private' });
+    assert.equal(local.headers.get('x-hearth-route'), 'local', local.text);
+  } finally {
+    await server.stop();
+    await postJson(`${fake.url}/_reset`, {});
+  }
+  const shown = runHearth(['audit', 'export', '--db', db]);
+  assert.equal(shown.status, 0, shown.stderr);
+  const [cloudRecord, localRecord] = shown.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  assert.match(cloudRecord.prompt, /user: deploy with \[\[REDACTED_[A-Z_]+_1\]\]; explain the deploy script/);
+  assert.ok(!cloudRecord.prompt.includes(AWS_KEY), cloudRecord.prompt);
+  assert.match(localRecord.prompt, /a private question about the build/);
+});
+
 test('default configuration: no outbound connection, doctor passes', async () => {
   const { tinyModel } = await import('./helpers.mjs');
   const plain = await startServer({ models: [`tiny=${tinyModel()}`], args: ['--audit-db', path.join(makeTempDir(), 'a.db')] });
