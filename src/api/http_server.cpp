@@ -372,8 +372,8 @@ class ResponderImpl final : public Responder {
   }
   // The client is gone or the server stops: tell the handler to stop.
   void Abort() {
+    Detach();  // first: a handler that sees the flag must also find its writes refused
     cancel_->store(true, std::memory_order_release);
-    Detach();
   }
 
  private:
