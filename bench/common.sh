@@ -43,7 +43,7 @@ bench_launcher_flags() {
 bench_build_hearth() {
   local dir=$1
   cmake -S "$BENCH_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$dir" --target hearth
+  cmake --build "$dir" --target hearth hearth_bench_routing
 }
 
 bench_build_peer() {

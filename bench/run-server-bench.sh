@@ -181,7 +181,7 @@ echo "== $DATE: threads $THREADS, ctx/seq $CTX, parallel $PARALLEL, load $LOAD_B
 if [ "${ROUTING:-0}" = 1 ]; then
   # First, while the machine is quietest: it measures differences of a millisecond.
   echo "== gateway routing overhead (bench/routing_bench.mjs)"
-  "${RUN[@]}" node bench/routing_bench.mjs --hearth "$HEARTH" --modes "${ROUTING_MODES:-disk,shm,clean}" \
+  "${RUN[@]}" node bench/routing_bench.mjs --hearth "$HEARTH" --modes "${ROUTING_MODES:-disk,full,shm,clean}" \
     --out "$OUT/routing-$DATE.json" | tee "$WORK/routing.txt"
 fi
 

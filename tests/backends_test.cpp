@@ -187,6 +187,7 @@ class BackendsTest : public ::testing::Test {
 // ---- providers -----------------------------------------------------------------------------
 
 TEST_F(BackendsTest, OpenAIStreamsTextAndUsage) {
+  fake_->Set({{"tokens_per_second", 100}});  // events 10 ms apart: each reaches the sink by itself
   auto backend = MakeBackend(Config("openai"), *egress_);
   SamplingParams s;
   s.temperature = 0.25f;
@@ -239,6 +240,22 @@ TEST_F(BackendsTest, OpenAIStreamsTextAndUsage) {
   EXPECT_TRUE(attempts[0].error.empty()) << attempts[0].error;
 }
 
+// Events that arrive in one read: the first token goes out at once (time to first token), the
+// rest of the read as one piece (one restore, one client chunk, one send instead of one each).
+TEST_F(BackendsTest, EventsReadTogetherReachTheSinkAsFirstTokenThenOnePiece) {
+  fake_->Set({{"burst", true}});
+  for (const char* provider : {"openai", "anthropic", "ollama"}) {
+    SCOPED_TRACE(provider);
+    auto backend = MakeBackend(Config(provider), *egress_);
+    Run run = Chat(*backend, Messages());
+    EXPECT_EQ(run.Joined(), "ECHO: hello there");
+    ASSERT_EQ(run.pieces.size(), 2u);
+    EXPECT_EQ(run.pieces[0], "ECH");
+    EXPECT_EQ(run.pieces[1], "O: hello there");
+    EXPECT_EQ(run.result.finish_reason, "stop");
+  }
+}
+
 TEST_F(BackendsTest, OpenAIMaxTokensEndsWithLength) {
   auto backend = MakeBackend(Config("openai"), *egress_);
   SamplingParams s;
@@ -271,6 +288,7 @@ TEST_F(BackendsTest, OpenAIWithoutKeySendsNoAuthorization) {
 }
 
 TEST_F(BackendsTest, AnthropicMovesSystemAndSendsApiKey) {
+  fake_->Set({{"tokens_per_second", 100}});  // events 10 ms apart: each reaches the sink by itself
   auto backend = MakeBackend(Config("anthropic"), *egress_);
   std::vector<ChatMessage> messages = {{"system", "Be terse."},
                                        {"user", "first question"},
@@ -347,6 +365,7 @@ TEST_F(BackendsTest, ProviderErrorEventMidStreamIsUnavailable) {
 }
 
 TEST_F(BackendsTest, OllamaStreamsNdjsonWithOptions) {
+  fake_->Set({{"tokens_per_second", 100}});  // events 10 ms apart: each reaches the sink by itself
   auto backend = MakeBackend(Config("ollama"), *egress_);
   SamplingParams s;
   s.temperature = 0.3f;

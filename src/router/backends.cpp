@@ -235,14 +235,19 @@ class Decoder {
   // The body bytes as they arrive; false aborts the transfer.
   bool Feed(std::string_view bytes) {
     if (stop_) return false;
-    if (!FeedBytes(bytes)) {
+    const bool fed = FeedBytes(bytes);
+    DeliverBatch();
+    if (!fed) {
       if (!stop_) Protocol("a stream line or a whole answer exceeds " + std::to_string(kMaxLineBytes) + " bytes");
       return false;
     }
     return !stop_;
   }
   // The transfer ended: handles a last event without its terminating blank line.
-  virtual void Finish() = 0;
+  void Finish() {
+    FinishBytes();
+    DeliverBatch();
+  }
 
   bool done = false;               // the provider's end-of-stream marker was seen
   bool client_stopped = false;     // on_text returned false
@@ -255,12 +260,18 @@ class Decoder {
 
  protected:
   virtual bool FeedBytes(std::string_view bytes) = 0;
+  virtual void FinishBytes() = 0;
+  // The first text goes out at once (time to first token); later text that arrives in the same
+  // read is joined and goes out when the read is decoded: a provider that sends many events
+  // at once then costs one restore, one client chunk and one send instead of one per event.
   void Text(std::string_view t) {
     if (t.empty() || stop_) return;
-    if (!emit_(t)) {
-      client_stopped = true;
-      stop_ = true;
+    if (first_delivered_) {
+      batch_.append(t);
+      return;
     }
+    first_delivered_ = true;
+    Deliver(t);
   }
   void Protocol(const std::string& what) {
     protocol_error = true;
@@ -296,14 +307,30 @@ class Decoder {
   bool stop_ = false;
 
  private:
+  void Deliver(std::string_view t) {
+    if (!emit_(t)) {
+      client_stopped = true;
+      stop_ = true;
+    }
+  }
+  // Text decoded before a provider error or the end still reaches the client; after the
+  // client stopped, nothing does.
+  void DeliverBatch() {
+    if (batch_.empty()) return;
+    std::string text = std::exchange(batch_, {});
+    if (!client_stopped) Deliver(text);
+  }
+
   Emit emit_;
+  bool first_delivered_ = false;
+  std::string batch_;
 };
 
 // Server-sent events: `event:` and `data:` fields, dispatched at a blank line.
 class SseDecoder : public Decoder {
  public:
   using Decoder::Decoder;
-  void Finish() override {
+  void FinishBytes() override {
     std::string rest = lines_.TakeRest();
     if (!rest.empty() && !stop_) Line(rest);
     if (has_data_ && !stop_) Dispatch();
@@ -425,7 +452,7 @@ class AnthropicDecoder : public SseDecoder {
 class WholeJsonDecoder : public Decoder {
  public:
   using Decoder::Decoder;
-  void Finish() override {
+  void FinishBytes() override {
     if (stop_) return;
     WithJson(body_, [this](const json& j) { OnWhole(j); });
   }
@@ -495,7 +522,7 @@ class AnthropicWholeDecoder : public WholeJsonDecoder {
 class OllamaDecoder : public Decoder {
  public:
   using Decoder::Decoder;
-  void Finish() override {
+  void FinishBytes() override {
     std::string rest = Trim(lines_.TakeRest());
     if (!rest.empty() && !stop_) Line(rest);
   }

@@ -5,9 +5,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <stdexcept>
-#include <exception>
+#include <utility>
 
 #include "net/curl_url.h"
 #include "router/backend.h"
@@ -21,6 +22,7 @@ constexpr size_t kMaxErrorBody = 64 * 1024;    // error body kept when streaming
 constexpr size_t kMaxBody = 32 * 1024 * 1024;  // non-streaming body
 constexpr size_t kMaxIdleMultis = 16;          // pooled multi handles (connection caches)
 constexpr long kPollMs = 20;                   // cancel/stall check granularity
+constexpr size_t kDeliverBytes = 64 * 1024;     // a read's bytes reach on_data at the latest here
 
 using net::Lower;
 using net::ParsedUrl;
@@ -45,6 +47,7 @@ struct Transfer {
   bool sink_stopped = false;
   bool too_large = false;
   std::exception_ptr sink_error;  // thrown by on_data; rethrown after the transfer is cleaned up
+  std::string pending;            // body bytes of the current read, not yet given to on_data
   curl_off_t uploaded = 0;
   std::chrono::steady_clock::time_point last_activity;
 };
@@ -61,6 +64,23 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   return size * n;
 }
 
+// Gives the bytes read so far to on_data; false when it stopped the transfer (or threw).
+bool DeliverPending(Transfer& t) {
+  if (t.pending.empty()) return true;
+  const std::string bytes = std::exchange(t.pending, {});
+  bool more = false;
+  try {
+    more = (*t.on_data)(bytes);
+  } catch (...) {  // never unwind through libcurl
+    t.sink_error = std::current_exception();
+  }
+  if (!more) t.sink_stopped = true;
+  return more;
+}
+
+// libcurl calls this once per HTTP chunk. The bytes of one read are handed on together after
+// curl_multi_perform returns (see Post): a provider's burst of events then costs one decode
+// pass and one write to the client instead of one per event.
 size_t OnWrite(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * n;
@@ -73,16 +93,8 @@ size_t OnWrite(char* data, size_t size, size_t n, void* user) {
     t->deliver = *t->on_data && code >= 200 && code < 300;
   }
   if (t->deliver) {
-    bool more = false;
-    try {
-      more = (*t->on_data)(std::string_view(data, len));
-    } catch (...) {  // never unwind through libcurl
-      t->sink_error = std::current_exception();
-    }
-    if (!more) {
-      t->sink_stopped = true;
-      return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
-    }
+    t->pending.append(data, len);
+    if (t->pending.size() >= kDeliverBytes && !DeliverPending(*t)) return 0;  // aborts (CURLE_WRITE_ERROR)
     return len;
   }
   const size_t limit = *t->on_data ? kMaxErrorBody : kMaxBody;
@@ -280,6 +292,7 @@ EgressResponse Egress::Post(const std::string& url, const std::vector<std::strin
   while (true) {
     int running = 0;
     CURLMcode mc = curl_multi_perform(multi, &running);
+    if (!DeliverPending(t)) break;
     if (mc != CURLM_OK) {
       multi_error = curl_multi_strerror(mc);
       break;

@@ -45,6 +45,8 @@
 //                         count is consumed; a new stall_after_bytes resets it to 1 unless given)
 //     fragment_bytes      write every event in pieces of this many bytes, 2 ms apart (to test
 //                         clients against events split across reads); 0 (default) = whole events
+//     burst               true: a stream's events all go out in one write at its end (after
+//                         the headers), so a client reads them together; default false
 //     reply               fixed reply text instead of the echo; null (default) = echo
 //     require_key         when set, requests must carry `Authorization: Bearer <key>` or
 //                         `x-api-key: <key>` equal to it, else 401 (the message quotes the key
@@ -83,6 +85,7 @@ const DEFAULTS = {
   stall_after_bytes: null,
   stall_requests: 1,
   fragment_bytes: 0,
+  burst: false,
   reply: null,
   require_key: null,
   error_event: null,
@@ -125,6 +128,7 @@ class Stream {
     this.stalled = false;
     res.on('close', () => { this.closed = true; });
     req.socket.setNoDelay(true);
+    if (opts.burst) res.cork();  // every event of the stream in one write, at the end
   }
   // Writes one event (string); resolves false when the client went away or the stream stalled.
   async write(text) {
@@ -154,6 +158,7 @@ class Stream {
     if (tps > 0) await sleep(1000 / tps);
   }
   end() {
+    if (this.opts.burst) this.res.uncork();
     if (!this.closed && !this.stalled) this.res.end();
   }
 }
