@@ -3,7 +3,7 @@
 // node >= 20, no dependencies.
 //
 //   node bench/routing_bench.mjs [--hearth build-sbench/src/hearth] [--n 500] [--warmup 20]
-//        [--modes disk,shm] [--harness native|node] [--stream-tps 0]
+//        [--modes disk,shm] [--harness native|node] [--stream-tps 0] [--one-write]
 //        [--model ../shared/models/stories260K.gguf] [--out FILE.json] [--raw]
 //
 // It starts a fake OpenAI provider (latency 0: it answers at once) and, per mode, `hearth serve`
@@ -30,6 +30,8 @@
 // --stream-tps N paces the fake's streamed tokens at N per second (0, the default: all at
 // once, a burst that has the fake, hearth and the client all want a CPU at the same time on a
 // 2-vCPU machine; cloud APIs stream tens to a few hundred tokens per second).
+// --one-write (native harness): the fake sends a stream's events in one write after the headers
+// (a diagnostic: it takes the relay of 67 separate writes out of the streaming figures).
 // --raw keeps every sample (per request, in order) in the JSON.
 // Modes (where the audit log lives and how durable it is; hearth writes a write-ahead note
 // before the request leaves and appends one record after it, both SQLite WAL transactions):
@@ -147,7 +149,8 @@ const body = (withSecret, stream) => JSON.stringify({
 
 async function startFake() {
   const proc = HARNESS === 'native'
-    ? spawn(NATIVE, ['fake', '--marker', SECRET, '--tokens-per-second', String(STREAM_TPS)], { stdio: ['pipe', 'pipe', 'inherit'] })
+    ? spawn(NATIVE, ['fake', '--marker', SECRET, '--tokens-per-second', String(STREAM_TPS), ...(args['one-write'] ? ['--one-write'] : [])],
+      { stdio: ['pipe', 'pipe', 'inherit'] })
     : spawn(process.execPath, [path.join(ROOT, 'tests/fake_cloud/server.mjs'), '--watch-stdin'],
       { stdio: ['pipe', 'pipe', 'inherit'] });
   children.add(proc);
@@ -345,7 +348,7 @@ async function main() {
   const fullPolicyPath = path.join(dir, 'hearth-full.yaml');
   writeFileSync(fullPolicyPath, policy(fake.port, 'full'));
   const result = {
-    date: new Date().toISOString(), harness: HARNESS, stream_tps: STREAM_TPS, n: N, warmup: WARMUP, max_tokens: MAX_TOKENS, hearth: HEARTH, model, cpu: os.cpus()[0]?.model, nproc: os.cpus().length,
+    date: new Date().toISOString(), harness: HARNESS, stream_tps: STREAM_TPS, one_write: !!args['one-write'], n: N, warmup: WARMUP, max_tokens: MAX_TOKENS, hearth: HEARTH, model, cpu: os.cpus()[0]?.model, nproc: os.cpus().length,
     load_before: os.loadavg().map((x) => +x.toFixed(2)), policy: policy('PORT'), modes: {},
   };
   const gitRev = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
@@ -404,7 +407,7 @@ const getJson = (port, p) => new Promise((resolve, reject) => {
 function printReport(r) {
   const f = (x) => (Number.isFinite(x) ? x.toFixed(2) : '–');
   const lines = [];
-  lines.push(`routing overhead: N=${r.n} (+${r.warmup} warmup) sequential requests each way, alternating, ${r.harness} harness, streamed tokens ${r.stream_tps > 0 ? r.stream_tps + '/s' : 'all at once'}; ${r.cpu}; hearth ${r.hearth_commit}; load ${r.load_before.join(' ')} -> ${r.load_after.join(' ')}`);
+  lines.push(`routing overhead: N=${r.n} (+${r.warmup} warmup) sequential requests each way, alternating, ${r.harness} harness, streamed tokens ${r.stream_tps > 0 ? r.stream_tps + '/s' : 'all at once'}${r.one_write ? ' in one write' : ''}; ${r.cpu}; hearth ${r.hearth_commit}; load ${r.load_before.join(' ')} -> ${r.load_after.join(' ')}`);
   lines.push('');
   lines.push('| audit log | request | direct P50 | P95 | P99 | via hearth P50 | P95 | P99 | overhead P50 | P95 | P99 | paired diff P50 | P99 |');
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');

@@ -1,12 +1,13 @@
 // hearth_bench_routing: the native harness of bench/routing_bench.mjs (`--harness native`):
 // a fake OpenAI provider and a measuring client without a garbage collector.
 //
-//   hearth_bench_routing fake [--chunk-chars 3] [--tokens-per-second 0] [--marker TEXT]
+//   hearth_bench_routing fake [--chunk-chars 3] [--tokens-per-second 0] [--one-write] [--marker TEXT]
 //       Serves POST */chat/completions on 127.0.0.1 (an ephemeral port, printed as the first
 //       stdout line, {"port": N}) until stdin closes. The reply is "ECHO: " + the last user
 //       message in tokens of --chunk-chars code points, cut at max_tokens: one chat.completion
 //       object, or with stream: true one SSE chunk event per token (separate writes), a finish
-//       chunk, a usage chunk when stream_options.include_usage, then [DONE] - the shapes
+//       chunk, a usage chunk when stream_options.include_usage, then [DONE] (with --one-write
+//       all of them in one write after the headers) - the shapes
 //       tests/fake_cloud/server.mjs answers. GET /_stats: {"requests", "marker_from_hearth"}
 //       (requests whose body contains --marker and whose User-Agent is hearth).
 //
@@ -53,6 +54,7 @@ using Clock = std::chrono::steady_clock;
 struct FakeOptions {
   int chunk_chars = 3;
   double tokens_per_second = 0;  // 0: every event at once
+  bool one_write = false;         // a stream's events in one write after the headers
   std::string marker;
 };
 
@@ -96,7 +98,12 @@ void Send(tcp::socket& socket, http::response<Body>& res) {
   http::write(socket, res);
 }
 
-void WriteChunk(tcp::socket& socket, const std::string& data) {
+// Writes one chunk now, or adds it to `batch` when the stream goes out in one write.
+void WriteChunk(tcp::socket& socket, const std::string& data, std::string* batch = nullptr) {
+  if (batch != nullptr) {
+    *batch += beast::buffers_to_string(http::make_chunk(net::buffer(data)));
+    return;
+  }
   net::write(socket, http::make_chunk(net::buffer(data)));
 }
 
@@ -158,22 +165,30 @@ void ServeChat(tcp::socket& socket, const http::request<http::string_body>& req,
                .dump() +
            "\n\n";
   };
-  WriteChunk(socket, chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
+  std::string all;
+  std::string* batch = opts.one_write ? &all : nullptr;
+  WriteChunk(socket, chunk({{"role", "assistant"}, {"content", ""}}, nullptr), batch);
   const auto gap = opts.tokens_per_second > 0 ? std::chrono::duration<double>(1.0 / opts.tokens_per_second)
                                                : std::chrono::duration<double>(0);
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (i > 0 && gap.count() > 0) std::this_thread::sleep_for(gap);
-    WriteChunk(socket, chunk({{"content", tokens[i]}}, nullptr));
+    WriteChunk(socket, chunk({{"content", tokens[i]}}, nullptr), batch);
   }
-  WriteChunk(socket, chunk(json::object(), reason));
+  WriteChunk(socket, chunk(json::object(), reason), batch);
   if (body.value("stream_options", json::object()).value("include_usage", false)) {
     WriteChunk(socket, "data: " +
                            json{{"id", "chatcmpl-fake"}, {"object", "chat.completion.chunk"}, {"created", created},
                                 {"model", model}, {"choices", json::array()}, {"usage", usage}}
                                .dump() +
-                           "\n\n");
+                           "\n\n",
+               batch);
   }
-  WriteChunk(socket, "data: [DONE]\n\n");
+  WriteChunk(socket, "data: [DONE]\n\n", batch);
+  if (batch != nullptr) {
+    all += beast::buffers_to_string(http::make_chunk_last());
+    net::write(socket, net::buffer(all));
+    return;
+  }
   net::write(socket, http::make_chunk_last());
 }
 
@@ -350,6 +365,7 @@ int main(int argc, char** argv) {
   FakeOptions fake;
   auto* fake_cmd = app.add_subcommand("fake", "serve a fake OpenAI provider on 127.0.0.1");
   fake_cmd->add_option("--chunk-chars", fake.chunk_chars, "code points per streamed token")->check(CLI::Range(1, 1000));
+  fake_cmd->add_flag("--one-write", fake.one_write, "send a stream's events in one write after the headers");
   fake_cmd->add_option("--tokens-per-second", fake.tokens_per_second, "pace of streamed tokens; 0 = all at once")
       ->check(CLI::Range(0.0, 1e6));
   fake_cmd->add_option("--marker", fake.marker, "count hearth's requests that contain this text");
