@@ -243,6 +243,17 @@ http::response<http::string_body> FullMessage(HttpResponse response, const Reque
   return res;
 }
 
+// Appends a buffer sequence's bytes to `out`; returns how many.
+template <class Buffers>
+size_t AppendBuffers(std::string& out, const Buffers& buffers) {
+  size_t n = 0;
+  for (const auto b : beast::buffers_range_ref(buffers)) {
+    out.append(static_cast<const char*>(b.data()), b.size());
+    n += b.size();
+  }
+  return n;
+}
+
 // The bytes of a message (header_only: its status line and headers only).
 template <class Body>
 std::string Wire(http::response<Body>& res, bool header_only = false) {
@@ -251,14 +262,7 @@ std::string Wire(http::response<Body>& res, bool header_only = false) {
   sr.split(header_only);
   error_code ec;
   while (!(header_only ? sr.is_header_done() : sr.is_done()) && !ec) {
-    sr.next(ec, [&](error_code&, const auto& buffers) {
-      size_t n = 0;
-      for (const auto b : beast::buffers_range_ref(buffers)) {
-        out.append(static_cast<const char*>(b.data()), b.size());
-        n += b.size();
-      }
-      sr.consume(n);
-    });
+    sr.next(ec, [&](error_code&, const auto& buffers) { sr.consume(AppendBuffers(out, buffers)); });
   }
   return out;
 }
@@ -316,15 +320,10 @@ class ResponderImpl final : public Responder {
     }
     if (chunk.empty() || ctx_.head) return true;  // an empty chunk would end the stream
     std::string bytes = std::exchange(head_, {});
-    if (!chunked_) {
-      bytes.append(chunk);
+    if (chunked_) {
+      AppendBuffers(bytes, http::make_chunk(asio::const_buffer(chunk.data(), chunk.size())));
     } else {
-      char size[24];
-      const int len = std::snprintf(size, sizeof size, "%zx\r\n", chunk.size());
-      bytes.reserve(bytes.size() + static_cast<size_t>(len) + chunk.size() + 2);
-      bytes.append(size, static_cast<size_t>(len));
       bytes.append(chunk);
-      bytes.append("\r\n");
     }
     Send(std::move(bytes));
     return !failed_;
@@ -386,7 +385,7 @@ class ResponderImpl final : public Responder {
   }
   void EndLocked() {  // mu_ held
     std::string bytes = std::exchange(head_, {});
-    if (chunked_ && !ctx_.head) bytes += "0\r\n\r\n";
+    if (chunked_ && !ctx_.head) AppendBuffers(bytes, http::make_chunk_last());
     Send(std::move(bytes));
     Push(Action{Action::Kind::kDone, {}, ctx_.keep_alive});
   }

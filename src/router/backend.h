@@ -61,8 +61,8 @@ class Egress {
   Egress& operator=(const Egress&) = delete;
   bool IsAllowed(const std::string& url) const;
   // POSTs `body`; streams the response body to on_data as it arrives, one call per socket
-  // read (return false to abort). Honours HTTPS_PROXY via libcurl. Throws EgressDenied for a host not on the
-  // allowlist (the attempt is still recorded). connect/read timeouts in milliseconds.
+  // read (return false to abort). Honours HTTPS_PROXY via libcurl. Throws EgressDenied for a
+  // host not on the allowlist (the attempt is still recorded). connect/read timeouts in ms.
   EgressResponse Post(const std::string& url, const std::vector<std::string>& headers, const std::string& body,
                       const std::function<bool(std::string_view)>& on_data,
                       const std::shared_ptr<std::atomic<bool>>& cancel, int connect_timeout_ms, int read_timeout_ms);

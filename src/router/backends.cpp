@@ -316,9 +316,8 @@ class Decoder {
   // Text decoded before a provider error or the end still reaches the client; after the
   // client stopped, nothing does.
   void DeliverBatch() {
-    if (batch_.empty()) return;
-    std::string text = std::exchange(batch_, {});
-    if (!client_stopped) Deliver(text);
+    if (!batch_.empty() && !client_stopped) Deliver(batch_);
+    batch_.clear();
   }
 
   Emit emit_;

@@ -67,13 +67,13 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
 // Gives the bytes read so far to on_data; false when it stopped the transfer (or threw).
 bool DeliverPending(Transfer& t) {
   if (t.pending.empty()) return true;
-  const std::string bytes = std::exchange(t.pending, {});
   bool more = false;
   try {
-    more = (*t.on_data)(bytes);
+    more = (*t.on_data)(t.pending);
   } catch (...) {  // never unwind through libcurl
     t.sink_error = std::current_exception();
   }
+  t.pending.clear();  // keeps its capacity for the next read
   if (!more) t.sink_stopped = true;
   return more;
 }
