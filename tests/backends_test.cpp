@@ -35,6 +35,7 @@ using hearth::router::BackendConfig;
 using hearth::router::BackendUnavailable;
 using hearth::router::Egress;
 using hearth::router::EgressDenied;
+using hearth::router::EgressResponse;
 using hearth::router::MakeBackend;
 using hearth::router::RemoteBackend;
 using hearth::router::RemoteResult;
@@ -254,6 +255,34 @@ TEST_F(BackendsTest, EventsReadTogetherReachTheSinkAsFirstTokenThenOnePiece) {
     EXPECT_EQ(run.pieces[1], "O: hello there");
     EXPECT_EQ(run.result.finish_reason, "stop");
   }
+}
+
+// Egress passes each piece on as libcurl hands it over (the first token need not wait for the
+// rest of a read) and then marks the end of the read with an empty call.
+TEST_F(BackendsTest, EgressPassesEachPieceOnAtOnceThenMarksTheEndOfTheRead) {
+  fake_->Set({{"burst", true}});
+  const json body = {{"model", "m"}, {"stream", true}, {"messages", {{{"role", "user"}, {"content", "hello there"}}}}};
+  std::vector<std::string> calls;
+  EgressResponse r = egress_->Post(fake_->Base() + "/v1/chat/completions",
+                                   {"Content-Type: application/json", std::string("Authorization: Bearer ") + kOpenAIKey},
+                                   body.dump(), [&](std::string_view bytes) {
+                                     calls.emplace_back(bytes);
+                                     return true;
+                                   },
+                                   nullptr, 2000, 5000);
+  ASSERT_EQ(r.status, 200) << r.error;
+  ASSERT_GT(calls.size(), 3u);
+  EXPECT_TRUE(calls.front().starts_with("data: ")) << calls.front();
+  EXPECT_EQ(calls.front().find("data: ", 1), std::string::npos) << "the first piece holds one event: " << calls.front();
+  EXPECT_EQ(calls.back(), "") << "the read ends with an empty call";
+  std::string all;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    if (i > 0) {
+      EXPECT_FALSE(calls[i].empty() && calls[i - 1].empty()) << "two end-of-read calls in a row at " << i;
+    }
+    all += calls[i];
+  }
+  EXPECT_NE(all.find("data: [DONE]"), std::string::npos) << all;
 }
 
 TEST_F(BackendsTest, OpenAIMaxTokensEndsWithLength) {

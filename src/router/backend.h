@@ -60,9 +60,11 @@ class Egress {
   Egress(const Egress&) = delete;
   Egress& operator=(const Egress&) = delete;
   bool IsAllowed(const std::string& url) const;
-  // POSTs `body`; streams the response body to on_data as it arrives, one call per socket
-  // read (return false to abort). Honours HTTPS_PROXY via libcurl. Throws EgressDenied for a
-  // host not on the allowlist (the attempt is still recorded). connect/read timeouts in ms.
+  // POSTs `body`; streams the response body to on_data as it arrives (return false to abort):
+  // a call per piece libcurl hands over, then an empty call once the socket has nothing more
+  // for now (the end of a read), so a receiver may hold back what it need not send at once.
+  // Honours HTTPS_PROXY via libcurl. Throws EgressDenied for a host not on the allowlist (the
+  // attempt is still recorded). connect/read timeouts in ms.
   EgressResponse Post(const std::string& url, const std::vector<std::string>& headers, const std::string& body,
                       const std::function<bool(std::string_view)>& on_data,
                       const std::shared_ptr<std::atomic<bool>>& cancel, int connect_timeout_ms, int read_timeout_ms);

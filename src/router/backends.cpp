@@ -232,11 +232,12 @@ class Decoder {
   explicit Decoder(Emit emit) : emit_(std::move(emit)) {}
   virtual ~Decoder() = default;
 
-  // The body bytes as they arrive; false aborts the transfer.
+  // The body bytes as they arrive, and an empty call at the end of each read (Egress::Post);
+  // false aborts the transfer.
   bool Feed(std::string_view bytes) {
     if (stop_) return false;
-    const bool fed = FeedBytes(bytes);
-    DeliverBatch();
+    const bool fed = bytes.empty() || FeedBytes(bytes);
+    if (bytes.empty() || !fed || stop_) DeliverBatch();  // the read is over, or so is the stream
     if (!fed) {
       if (!stop_) Protocol("a stream line or a whole answer exceeds " + std::to_string(kMaxLineBytes) + " bytes");
       return false;
@@ -262,7 +263,7 @@ class Decoder {
   virtual bool FeedBytes(std::string_view bytes) = 0;
   virtual void FinishBytes() = 0;
   // The first text goes out at once (time to first token); later text that arrives in the same
-  // read is joined and goes out when the read is decoded: a provider that sends many events
+  // read is joined and goes out at the end of the read: a provider that sends many events
   // at once then costs one restore, one client chunk and one send instead of one per event.
   void Text(std::string_view t) {
     if (t.empty() || stop_) return;

@@ -22,7 +22,6 @@ constexpr size_t kMaxErrorBody = 64 * 1024;    // error body kept when streaming
 constexpr size_t kMaxBody = 32 * 1024 * 1024;  // non-streaming body
 constexpr size_t kMaxIdleMultis = 16;          // pooled multi handles (connection caches)
 constexpr long kPollMs = 20;                   // cancel/stall check granularity
-constexpr size_t kDeliverBytes = 64 * 1024;     // a read's bytes reach on_data at the latest here
 
 using net::Lower;
 using net::ParsedUrl;
@@ -47,7 +46,7 @@ struct Transfer {
   bool sink_stopped = false;
   bool too_large = false;
   std::exception_ptr sink_error;  // thrown by on_data; rethrown after the transfer is cleaned up
-  std::string pending;            // body bytes of the current read, not yet given to on_data
+  bool read_open = false;         // on_data got bytes since the last end-of-read call
   curl_off_t uploaded = 0;
   std::chrono::steady_clock::time_point last_activity;
 };
@@ -64,23 +63,29 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   return size * n;
 }
 
-// Gives the bytes read so far to on_data; false when it stopped the transfer (or threw).
-bool DeliverPending(Transfer& t) {
-  if (t.pending.empty()) return true;
+// Calls on_data; false when it stopped the transfer (or threw).
+bool Deliver(Transfer& t, std::string_view bytes) {
   bool more = false;
   try {
-    more = (*t.on_data)(t.pending);
+    more = (*t.on_data)(bytes);
   } catch (...) {  // never unwind through libcurl
     t.sink_error = std::current_exception();
   }
-  t.pending.clear();  // keeps its capacity for the next read
   if (!more) t.sink_stopped = true;
   return more;
 }
 
-// libcurl calls this once per HTTP chunk. The bytes of one read are handed on together after
-// curl_multi_perform returns (see Post): a provider's burst of events then costs one decode
-// pass and one write to the client instead of one per event.
+// After curl_multi_perform: it has read all the socket had, so tell on_data the read is over
+// (an empty call), letting it send what it held back from that read in one piece.
+bool EndRead(Transfer& t) {
+  if (!t.read_open) return true;
+  t.read_open = false;
+  return Deliver(t, {});
+}
+
+// libcurl calls this once per HTTP chunk, inside curl_multi_perform, which reads for as long as
+// the socket has data. Each chunk is passed on at once, so the first token leaves before the
+// rest of a provider's burst has been read; EndRead then closes the read.
 size_t OnWrite(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * n;
@@ -93,9 +98,8 @@ size_t OnWrite(char* data, size_t size, size_t n, void* user) {
     t->deliver = *t->on_data && code >= 200 && code < 300;
   }
   if (t->deliver) {
-    t->pending.append(data, len);
-    if (t->pending.size() >= kDeliverBytes && !DeliverPending(*t)) return 0;  // aborts (CURLE_WRITE_ERROR)
-    return len;
+    t->read_open = true;
+    return Deliver(*t, std::string_view(data, len)) ? len : 0;  // 0 aborts (CURLE_WRITE_ERROR)
   }
   const size_t limit = *t->on_data ? kMaxErrorBody : kMaxBody;
   std::string& body = t->response->body;
@@ -292,7 +296,7 @@ EgressResponse Egress::Post(const std::string& url, const std::vector<std::strin
   while (true) {
     int running = 0;
     CURLMcode mc = curl_multi_perform(multi, &running);
-    if (!DeliverPending(t)) break;
+    if (!EndRead(t)) break;
     if (mc != CURLM_OK) {
       multi_error = curl_multi_strerror(mc);
       break;
