@@ -3,7 +3,7 @@
 // node >= 20, no dependencies.
 //
 //   node bench/routing_bench.mjs [--hearth build-sbench/src/hearth] [--n 500] [--warmup 20]
-//        [--modes disk,shm] [--harness native|node] [--stream-tps 0] [--one-write]
+//        [--modes disk,shm] [--harness native|node] [--fake-writes two] [--stream-tps 0]
 //        [--model ../shared/models/stories260K.gguf] [--out FILE.json] [--raw]
 //
 // It starts a fake OpenAI provider (latency 0: it answers at once) and, per mode, `hearth serve`
@@ -27,11 +27,19 @@
 //           machine their garbage collectors' helper threads preempt hearth for milliseconds
 //           (docs/performance.md), which then sets the P99 more than hearth does.
 //
-// --stream-tps N paces the fake's streamed tokens at N per second (0, the default: all at
-// once, a burst that has the fake, hearth and the client all want a CPU at the same time on a
-// 2-vCPU machine; cloud APIs stream tens to a few hundred tokens per second).
-// --one-write (native harness): the fake sends a stream's events in one write after the headers
-// (a diagnostic: it takes the relay of 67 separate writes out of the streaming figures).
+// --fake-writes (native harness) is how the fake sends a stream (see bench/routing_harness.cpp):
+//   two        (default) every event built first, then the headers with the role chunk and the
+//              first token in one write, and the rest of the stream in a second write. The fake
+//              stands in for a provider on another machine, so it should cost this one as
+//              little CPU as possible while the first token travels.
+//   per-event  each event built and written on its own, back to back: ~0.9 ms of the fake's
+//              CPU (67 JSON events, 67 writes, 67 wake-ups of the reader) right when hearth
+//              relays the first token. On 2 vCPUs the client then waits in the run queue
+//              behind the fake (docs/performance.md, "Sixth session"): a stress case.
+//   one        the headers, then every event in one write.
+// --stream-tps N paces the fake's per-event writes at N tokens per second (0, the default: no
+// pauses; cloud APIs stream tens to a few hundred tokens per second; on this VM pauses of a
+// millisecond or more let the vCPUs halt, and waking them then sets the tail).
 // --raw keeps every sample (per request, in order) in the JSON.
 // Modes (where the audit log lives and how durable it is; hearth writes a write-ahead note
 // before the request leaves and appends one record after it, both SQLite WAL transactions):
@@ -73,6 +81,15 @@ const MODES = String(args.modes ?? 'disk,shm').split(',').filter(Boolean);
 const HEARTH = args.hearth ?? process.env.HEARTH_BIN ?? path.join(ROOT, 'build-sbench/src/hearth');
 const HARNESS = String(args.harness ?? 'native');
 const STREAM_TPS = Number(args['stream-tps'] ?? 0);
+const FAKE_WRITES = String(args['fake-writes'] ?? (STREAM_TPS > 0 ? 'per-event' : 'two'));
+if (!['two', 'per-event', 'one'].includes(FAKE_WRITES)) {
+  console.error(`--fake-writes must be two, per-event or one (got '${FAKE_WRITES}')`);
+  process.exit(2);
+}
+if (STREAM_TPS > 0 && FAKE_WRITES !== 'per-event') {
+  console.error('--stream-tps paces per-event writes only: pass --fake-writes per-event with it');
+  process.exit(2);
+}
 const NATIVE = args['harness-bin'] ?? path.join(path.dirname(HEARTH), '..', 'bench', 'hearth_bench_routing');
 const FAKE_KEY = 'bench-fake-key-0123456789';
 const SECRET = 'AKIAIOSFODNN7EXAMPLE';
@@ -149,7 +166,7 @@ const body = (withSecret, stream) => JSON.stringify({
 
 async function startFake() {
   const proc = HARNESS === 'native'
-    ? spawn(NATIVE, ['fake', '--marker', SECRET, '--tokens-per-second', String(STREAM_TPS), ...(args['one-write'] ? ['--one-write'] : [])],
+    ? spawn(NATIVE, ['fake', '--marker', SECRET, '--tokens-per-second', String(STREAM_TPS), '--writes', FAKE_WRITES],
       { stdio: ['pipe', 'pipe', 'inherit'] })
     : spawn(process.execPath, [path.join(ROOT, 'tests/fake_cloud/server.mjs'), '--watch-stdin'],
       { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -348,7 +365,7 @@ async function main() {
   const fullPolicyPath = path.join(dir, 'hearth-full.yaml');
   writeFileSync(fullPolicyPath, policy(fake.port, 'full'));
   const result = {
-    date: new Date().toISOString(), harness: HARNESS, stream_tps: STREAM_TPS, one_write: !!args['one-write'], n: N, warmup: WARMUP, max_tokens: MAX_TOKENS, hearth: HEARTH, model, cpu: os.cpus()[0]?.model, nproc: os.cpus().length,
+    date: new Date().toISOString(), harness: HARNESS, stream_tps: STREAM_TPS, fake_writes: HARNESS === 'native' ? FAKE_WRITES : 'per-event', n: N, warmup: WARMUP, max_tokens: MAX_TOKENS, hearth: HEARTH, model, cpu: os.cpus()[0]?.model, nproc: os.cpus().length,
     load_before: os.loadavg().map((x) => +x.toFixed(2)), policy: policy('PORT'), modes: {},
   };
   const gitRev = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
@@ -393,6 +410,11 @@ async function main() {
     writeFileSync(args.out, JSON.stringify(result, null, 1) + '\n');
     process.stderr.write(`wrote ${args.out}\n`);
   }
+  const leaks = Object.entries(result.modes).filter(([, m]) => m.secret_leaked_requests > 0);
+  if (leaks.length > 0) {  // figures for a gateway that leaked are not figures
+    console.error(`FAILED: the planted secret reached the provider (${leaks.map(([k, m]) => `${k}: ${m.secret_leaked_requests} requests`).join(', ')})`);
+    process.exitCode = 1;
+  }
 }
 
 const getJson = (port, p) => new Promise((resolve, reject) => {
@@ -407,7 +429,7 @@ const getJson = (port, p) => new Promise((resolve, reject) => {
 function printReport(r) {
   const f = (x) => (Number.isFinite(x) ? x.toFixed(2) : '–');
   const lines = [];
-  lines.push(`routing overhead: N=${r.n} (+${r.warmup} warmup) sequential requests each way, alternating, ${r.harness} harness, streamed tokens ${r.stream_tps > 0 ? r.stream_tps + '/s' : 'all at once'}${r.one_write ? ' in one write' : ''}; ${r.cpu}; hearth ${r.hearth_commit}; load ${r.load_before.join(' ')} -> ${r.load_after.join(' ')}`);
+  lines.push(`routing overhead: N=${r.n} (+${r.warmup} warmup) sequential requests each way, alternating, ${r.harness} harness, streamed tokens ${r.stream_tps > 0 ? r.stream_tps + '/s' : 'all at once'}, fake writes ${r.fake_writes}; ${r.cpu}; hearth ${r.hearth_commit}; load ${r.load_before.join(' ')} -> ${r.load_after.join(' ')}`);
   lines.push('');
   lines.push('| audit log | request | direct P50 | P95 | P99 | via hearth P50 | P95 | P99 | overhead P50 | P95 | P99 | paired diff P50 | P99 |');
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');

@@ -1,14 +1,19 @@
 // hearth_bench_routing: the native harness of bench/routing_bench.mjs (`--harness native`):
 // a fake OpenAI provider and a measuring client without a garbage collector.
 //
-//   hearth_bench_routing fake [--chunk-chars 3] [--tokens-per-second 0] [--one-write] [--marker TEXT]
+//   hearth_bench_routing fake [--chunk-chars 3] [--tokens-per-second 0] [--writes per-event]
+//       [--marker TEXT]
 //       Serves POST */chat/completions on 127.0.0.1 (an ephemeral port, printed as the first
 //       stdout line, {"port": N}) until stdin closes. The reply is "ECHO: " + the last user
 //       message in tokens of --chunk-chars code points, cut at max_tokens: one chat.completion
-//       object, or with stream: true one SSE chunk event per token (separate writes), a finish
-//       chunk, a usage chunk when stream_options.include_usage, then [DONE] (with --one-write
-//       all of them in one write after the headers) - the shapes
-//       tests/fake_cloud/server.mjs answers. GET /_stats: {"requests", "marker_from_hearth"}
+//       object, or with stream: true a role chunk, one SSE chunk event per token, a finish
+//       chunk, a usage chunk when stream_options.include_usage, then [DONE] - the shapes
+//       tests/fake_cloud/server.mjs answers. How a stream goes out (--writes):
+//         per-event  the headers, then each event in a write of its own, built as it goes
+//         two        every event built first; then the headers, the role chunk and the first
+//                    token in one write, and everything else in a second write
+//         one        every event built first; the headers, then all events in one write
+//       (--tokens-per-second paces per-event writes only.) GET /_stats: {"requests", "marker_from_hearth"}
 //       (requests whose body contains --marker and whose User-Agent is hearth).
 //
 //   hearth_bench_routing client --hearth-port P --direct-port Q --body-file F [--stream]
@@ -54,7 +59,7 @@ using Clock = std::chrono::steady_clock;
 struct FakeOptions {
   int chunk_chars = 3;
   double tokens_per_second = 0;  // 0: every event at once
-  bool one_write = false;         // a stream's events in one write after the headers
+  std::string writes = "per-event";  // per-event | two | one (see the top of this file)
   std::string marker;
 };
 
@@ -98,13 +103,21 @@ void Send(tcp::socket& socket, http::response<Body>& res) {
   http::write(socket, res);
 }
 
-// Writes one chunk now, or adds it to `batch` when the stream goes out in one write.
-void WriteChunk(tcp::socket& socket, const std::string& data, std::string* batch = nullptr) {
-  if (batch != nullptr) {
-    *batch += beast::buffers_to_string(http::make_chunk(net::buffer(data)));
-    return;
+void WriteChunk(tcp::socket& socket, const std::string& data) { net::write(socket, http::make_chunk(net::buffer(data))); }
+
+// The status line and headers of a chunked response, as bytes.
+std::string Wire(http::response<http::empty_body>& res) {
+  http::response_serializer<http::empty_body> sr{res};
+  sr.split(true);
+  std::string out;
+  beast::error_code ec;
+  while (!sr.is_header_done() && !ec) {
+    sr.next(ec, [&](beast::error_code&, const auto& buffers) {
+      out += beast::buffers_to_string(buffers);
+      sr.consume(beast::buffer_bytes(buffers));
+    });
   }
-  net::write(socket, http::make_chunk(net::buffer(data)));
+  return out;
 }
 
 void ServeChat(tcp::socket& socket, const http::request<http::string_body>& req, const FakeOptions& opts,
@@ -156,8 +169,6 @@ void ServeChat(tcp::socket& socket, const http::request<http::string_body>& req,
   res.set(http::field::cache_control, "no-cache");
   res.keep_alive(req.keep_alive());
   res.chunked(true);
-  http::response_serializer<http::empty_body> sr{res};
-  http::write_header(socket, sr);
   auto chunk = [&](const json& delta, const json& finish) {
     return "data: " +
            json{{"id", "chatcmpl-fake"}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
@@ -165,31 +176,46 @@ void ServeChat(tcp::socket& socket, const http::request<http::string_body>& req,
                .dump() +
            "\n\n";
   };
-  std::string all;
-  std::string* batch = opts.one_write ? &all : nullptr;
-  WriteChunk(socket, chunk({{"role", "assistant"}, {"content", ""}}, nullptr), batch);
-  const auto gap = opts.tokens_per_second > 0 ? std::chrono::duration<double>(1.0 / opts.tokens_per_second)
-                                               : std::chrono::duration<double>(0);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (i > 0 && gap.count() > 0) std::this_thread::sleep_for(gap);
-    WriteChunk(socket, chunk({{"content", tokens[i]}}, nullptr), batch);
-  }
-  WriteChunk(socket, chunk(json::object(), reason), batch);
-  if (body.value("stream_options", json::object()).value("include_usage", false)) {
-    WriteChunk(socket, "data: " +
-                           json{{"id", "chatcmpl-fake"}, {"object", "chat.completion.chunk"}, {"created", created},
-                                {"model", model}, {"choices", json::array()}, {"usage", usage}}
-                               .dump() +
-                           "\n\n",
-               batch);
-  }
-  WriteChunk(socket, "data: [DONE]\n\n", batch);
-  if (batch != nullptr) {
-    all += beast::buffers_to_string(http::make_chunk_last());
-    net::write(socket, net::buffer(all));
+  auto tail = [&] {  // the events after the last token
+    std::vector<std::string> events = {chunk(json::object(), reason)};
+    if (body.value("stream_options", json::object()).value("include_usage", false)) {
+      events.push_back("data: " +
+                       json{{"id", "chatcmpl-fake"}, {"object", "chat.completion.chunk"}, {"created", created},
+                            {"model", model}, {"choices", json::array()}, {"usage", usage}}
+                           .dump() +
+                       "\n\n");
+    }
+    events.push_back("data: [DONE]\n\n");
+    return events;
+  };
+  if (opts.writes == "per-event") {
+    http::response_serializer<http::empty_body> sr{res};
+    http::write_header(socket, sr);
+    WriteChunk(socket, chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
+    const auto gap = opts.tokens_per_second > 0 ? std::chrono::duration<double>(1.0 / opts.tokens_per_second)
+                                                 : std::chrono::duration<double>(0);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      if (i > 0 && gap.count() > 0) std::this_thread::sleep_for(gap);
+      WriteChunk(socket, chunk({{"content", tokens[i]}}, nullptr));
+    }
+    for (const std::string& event : tail()) WriteChunk(socket, event);
+    net::write(socket, http::make_chunk_last());
     return;
   }
-  net::write(socket, http::make_chunk_last());
+  // Built before anything is sent, so that sending costs the fake (which shares the machine
+  // with hearth and the client) two writes and no work in between.
+  std::vector<std::string> events = {chunk({{"role", "assistant"}, {"content", ""}}, nullptr)};
+  for (const std::string& t : tokens) events.push_back(chunk({{"content", t}}, nullptr));
+  for (std::string& event : tail()) events.push_back(std::move(event));
+  std::string first = Wire(res);
+  std::string rest;
+  const size_t in_first = opts.writes == "two" ? std::min<size_t>(2, events.size()) : 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    (i < in_first ? first : rest) += beast::buffers_to_string(http::make_chunk(net::buffer(events[i])));
+  }
+  rest += beast::buffers_to_string(http::make_chunk_last());
+  net::write(socket, net::buffer(first));
+  net::write(socket, net::buffer(rest));
 }
 
 void ServeConnection(tcp::socket socket, const FakeOptions& opts, FakeStats& stats) {
@@ -365,7 +391,8 @@ int main(int argc, char** argv) {
   FakeOptions fake;
   auto* fake_cmd = app.add_subcommand("fake", "serve a fake OpenAI provider on 127.0.0.1");
   fake_cmd->add_option("--chunk-chars", fake.chunk_chars, "code points per streamed token")->check(CLI::Range(1, 1000));
-  fake_cmd->add_flag("--one-write", fake.one_write, "send a stream's events in one write after the headers");
+  fake_cmd->add_option("--writes", fake.writes, "how a stream goes out: per-event, two or one (see the source)")
+      ->check(CLI::IsMember({"per-event", "two", "one"}));
   fake_cmd->add_option("--tokens-per-second", fake.tokens_per_second, "pace of streamed tokens; 0 = all at once")
       ->check(CLI::Range(0.0, 1e6));
   fake_cmd->add_option("--marker", fake.marker, "count hearth's requests that contain this text");
