@@ -901,6 +901,32 @@ TEST(HttpServer, HandlersBeyondTheThreadLimitWaitForAFreeThread) {
   EXPECT_EQ(peak.load(), 2);
 }
 
+// A handler runs on the thread that read its request; one that blocks must not keep that
+// thread's other job (reading and writing every other connection) from being done.
+TEST(HttpServer, BlockedHandlerDoesNotHoldUpOtherConnections) {
+  Event entered, release;
+  auto server = StartServer([&](const HttpRequest& req, Responder& r) {
+    if (req.path == "/block") {
+      entered.Set();
+      release.WaitFor(20s);
+    }
+    r.Respond({200, {}, "{}"});
+  });
+  std::thread blocked([&] { Fetch(server->port(), Request("GET", "/block")); });
+  ASSERT_TRUE(entered.WaitFor(5s));
+  std::atomic<bool> answered{false};
+  std::thread other([&] {
+    auto r = Fetch(server->port(), Request("GET", "/quick"));
+    answered = r && r->status == 200;
+  });
+  const auto deadline = Clock::now() + 10s;
+  while (!answered && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  EXPECT_TRUE(answered.load()) << "a second connection waited for a blocked handler";
+  release.Set();
+  other.join();
+  blocked.join();
+}
+
 TEST(HttpServer, ConcurrentStreamsAreIndependent) {
   auto server = StartServer([](const HttpRequest& req, Responder& r) {
     r.Begin(200, {});

@@ -4,9 +4,10 @@
 //   - One io_context, run by one thread at a time (the "runner", see Threads). Every
 //     connection lives on its own strand and is served by one coroutine (Session), so
 //     per-connection state needs no locks.
-//   - A request's handler runs on the thread that read it, once a parked thread has been
-//     woken to take over as runner; handlers may block. At most options.worker_threads
-//     threads run handlers; beyond that, handlers queue for the next free thread.
+//   - A request's handler runs on the thread that read it; if it still runs 1 ms later, a
+//     parked thread takes over as runner (see Threads); handlers may block. At most
+//     options.worker_threads threads run handlers; beyond that, handlers queue for the next
+//     free thread.
 //   - A handler answers through a ResponderImpl: a mutex-protected queue of actions (whole
 //     response, begin, chunk, end, handler-returned). Pushing an action posts a wake-up onto
 //     the connection's strand, which cancels the connection's `wake` timer; the Session
@@ -24,6 +25,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <mutex>
@@ -33,6 +35,8 @@
 #include <thread>
 
 #include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -510,21 +514,29 @@ bool IsLoopbackHost(const std::string& host) {
 
 // The threads that run the io_context and the handlers. One of them at a time is the runner
 // (inside io_context::run_one: accepting, parsing, writing). When the runner has read a
-// request, it wakes a parked thread to become the next runner and then runs the handler
-// itself: the request reaches its handler without waiting for another thread to wake up
-// (a wake-up costs ~0.1 ms at the median and over 1 ms at the tail on a 2-vCPU VM), and the
-// new runner's wake-up happens alongside. Threads are started as needed, up to
-// max_handler_threads + 1; with all of them busy, handlers wait in a queue for the next
-// thread that finishes one.
+// request, it runs the handler itself, and hands the runner role to another thread only if
+// the handler is still running kGrace later (a timer, so that a quick handler costs no
+// wake-up of another thread): a health check or a request to a fast upstream then leaves
+// the other vCPU to the client and the provider (measured: ~0.1 ms at the median, more at
+// the tail, docs/performance.md), while a handler that blocks (a generation, a slow
+// provider, an approval) holds up other connections' I/O for kGrace at most. Threads are
+// started as needed, up to max_handler_threads + 1; with all of them busy, handlers wait in a
+// queue for the next thread that finishes one.
 class Threads {
  public:
   using Fn = std::function<void()>;
   Threads(asio::io_context& ioc, int max_handler_threads)
       : ioc_(ioc), max_threads_(static_cast<size_t>(max_handler_threads) + 1) {}
+  ~Threads() {
+    if (timer_fd_ >= 0) ::close(timer_fd_);
+  }
 
   void Start() {
+    timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    if (timer_fd_ < 0) throw std::runtime_error(std::string("timerfd_create: ") + std::strerror(errno));
     std::lock_guard lock(mu_);
     threads_.emplace_back([this] { Loop(); });
+    watchdog_ = std::thread([this] { Watch(); });
   }
   // From a completion handler on the runner: runs fn on this thread when that handler returns.
   void RunNext(Fn fn) {
@@ -547,9 +559,16 @@ class Threads {
     }
     cv_.notify_all();
     for (auto& t : threads) t.join();
+    if (watchdog_.joinable()) {
+      ArmTimer(std::chrono::nanoseconds(1));  // wakes the watchdog, which sees stopping_
+      watchdog_.join();
+    }
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kGrace{1};
+
   void Loop() {
     std::vector<Fn> pending;
     t_pending_ = &pending;
@@ -564,20 +583,23 @@ class Threads {
         }
         if (ioc_.stopped()) return;
       }
-      if (!HandOver()) {  // every other thread is busy: the next one free takes these
+      if (!BeginInline()) {  // every other thread is busy: the next one free takes these
         std::lock_guard lock(mu_);
         for (Fn& fn : pending) queue_.push_back(std::move(fn));
         pending.clear();
         continue;
       }
+      for (Fn& fn : pending) fn();
+      pending.clear();
+      if (EndInline()) continue;  // nobody took over: still the runner
       for (;;) {  // a handler thread until asked to be the runner again
-        for (Fn& fn : pending) fn();
-        pending.clear();
         std::unique_lock lock(mu_);
         if (stopping_) return;
         if (!queue_.empty()) {
-          pending.push_back(std::move(queue_.front()));
+          Fn fn = std::move(queue_.front());
           queue_.pop_front();
+          lock.unlock();
+          fn();
           continue;
         }
         ++parked_;
@@ -591,20 +613,67 @@ class Threads {
       }
     }
   }
-  // Makes another thread the runner; false when none is free and no more may be started.
-  bool HandOver() {
-    std::lock_guard lock(mu_);
-    if (stopping_) return false;
+
+  // The runner is about to run handlers itself. False when no other thread could take over
+  // from it (all busy, at the limit): then the handlers queue instead.
+  bool BeginInline() {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_ || (parked_ <= tokens_ && threads_.size() >= max_threads_)) return false;
+      inline_ = true;
+      taken_over_ = false;
+      inline_since_ = Clock::now();
+    }
+    ArmTimer(kGrace);
+    return true;
+  }
+  // The inline handlers returned. True when this thread is still the runner.
+  bool EndInline() {
+    bool still_runner = false;
+    {
+      std::lock_guard lock(mu_);
+      inline_ = false;
+      still_runner = !taken_over_;
+    }
+    if (still_runner) ArmTimer(Clock::duration::zero());  // disarm: nothing to watch
+    return still_runner;
+  }
+  // Sleeps until the timer fires; then, if the runner is still running a handler it began
+  // kGrace ago or earlier, makes another thread the runner.
+  void Watch() {
+    for (;;) {
+      uint64_t expirations = 0;
+      const ssize_t n = ::read(timer_fd_, &expirations, sizeof expirations);
+      if (n < 0 && errno != EINTR && errno != EAGAIN) {
+        Log(std::string("watchdog: ") + std::strerror(errno));
+        return;
+      }
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      if (inline_ && !taken_over_ && Clock::now() - inline_since_ >= kGrace) {
+        taken_over_ = true;
+        HandOverLocked();
+      }
+    }
+  }
+  void ArmTimer(Clock::duration after) {  // zero disarms
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(after).count();
+    itimerspec spec{};
+    spec.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+    spec.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
+    ::timerfd_settime(timer_fd_, 0, &spec, nullptr);
+  }
+  // Makes another thread the runner: a parked one, a new one, or (all busy, at the limit) the
+  // next one that finishes its handler.
+  void HandOverLocked() {  // mu_ held
     if (parked_ > tokens_) {
       ++tokens_;
       cv_.notify_one();
-      return true;
-    }
-    if (threads_.size() < max_threads_) {
+    } else if (threads_.size() < max_threads_) {
       threads_.emplace_back([this] { Loop(); });
-      return true;
+    } else {
+      ++tokens_;
     }
-    return false;
   }
 
   asio::io_context& ioc_;
@@ -612,10 +681,15 @@ class Threads {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::thread> threads_;
+  std::thread watchdog_;
+  int timer_fd_ = -1;
   std::deque<Fn> queue_;
   int parked_ = 0;
   int tokens_ = 0;  // parked threads asked to become the runner
   bool stopping_ = false;
+  bool inline_ = false;      // the runner is running handlers itself, since inline_since_
+  bool taken_over_ = false;  // ... and the watchdog has made another thread the runner
+  Clock::time_point inline_since_;
   static thread_local std::vector<Fn>* t_pending_;
 };
 
