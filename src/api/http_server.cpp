@@ -644,7 +644,7 @@ class Threads {
     for (;;) {
       uint64_t expirations = 0;
       const ssize_t n = ::read(timer_fd_, &expirations, sizeof expirations);
-      if (n < 0 && errno != EINTR && errno != EAGAIN) {
+      if (n < 0 && errno != EINTR) {
         Log(std::string("watchdog: ") + std::strerror(errno));
         return;
       }
